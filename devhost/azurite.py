@@ -1,0 +1,111 @@
+"""Start and stop the pinned Azurite (node_modules/.bin/azurite) for tests and local runs."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
+
+# Azurite's fixed development account (public, documented by Microsoft; not a secret).
+DEV_ACCOUNT = "devstoreaccount1"
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+class AzuriteError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    blob_port: int
+    queue_port: int
+    table_port: int
+    host: str = "127.0.0.1"
+
+    @property
+    def connection_string(self) -> str:
+        h = self.host
+        return (
+            "DefaultEndpointsProtocol=http;"
+            f"AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+            f"BlobEndpoint=http://{h}:{self.blob_port}/{DEV_ACCOUNT};"
+            f"QueueEndpoint=http://{h}:{self.queue_port}/{DEV_ACCOUNT};"
+            f"TableEndpoint=http://{h}:{self.table_port}/{DEV_ACCOUNT};"
+        )
+
+
+class Azurite:
+    """One Azurite process. Persists to a folder (not --inMemoryPersistence: its queue GC stalls)."""
+
+    def __init__(self, location: Path, endpoints: Endpoints | None = None, log: Path | None = None):
+        self.location = Path(location)
+        self.endpoints = endpoints or Endpoints(free_port(), free_port(), free_port())
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> "Azurite":
+        if not AZURITE_BIN.exists():
+            raise AzuriteError(
+                f"{AZURITE_BIN} not found: run scripts/bootstrap (it runs npm ci for the pinned Azurite)"
+            )
+        if shutil.which("node") is None:
+            raise AzuriteError("node is not on PATH: Azurite needs Node.js")
+        self.location.mkdir(parents=True, exist_ok=True)
+        e = self.endpoints
+        args = [
+            str(AZURITE_BIN), "--silent", "--skipApiVersionCheck", "--disableTelemetry",
+            "--location", str(self.location),
+            "--blobHost", e.host, "--blobPort", str(e.blob_port),
+            "--queueHost", e.host, "--queuePort", str(e.queue_port),
+            "--tableHost", e.host, "--tablePort", str(e.table_port),
+        ]
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        ports = [e.blob_port, e.queue_port, e.table_port]
+        while not all(port_open(p, e.host) for p in ports):
+            if self.proc.poll() is not None:
+                raise AzuriteError(f"Azurite exited with {self.proc.returncode} before listening on {ports}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AzuriteError(f"Azurite did not listen on {ports} within {timeout:.0f}s")
+            time.sleep(0.1)
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL: Azurite can take 20-40 s to exit on SIGTERM."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> "Azurite":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
