@@ -1,0 +1,221 @@
+"""Azure Storage adapters (Tables and Queues, also Azurite). The only modules that import the Azure SDKs.
+
+azure.core exceptions are translated here into the catalog's own (`raise ... from e`), so the
+rest of the package reasons about ConflictError / TransientStorageError, never status numbers.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator, Mapping, Sequence
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import EntityProperty, TableServiceClient, UpdateMode
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+from .errors import ConflictError, StorageError, TransientStorageError
+from .settings import StorageConfig
+from .store import Entity
+
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+# Client-side bounds for every request: with the server-side `timeout` on WAL writes they bound
+# how long a WAL append can take (the sweep's settle window relies on it; see wal.py).
+CLIENT_OPTIONS = dict(retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=4,
+                      connection_timeout=5, read_timeout=20)
+
+
+def translate(e: Exception, what: str) -> Exception:
+    if isinstance(e, (ResourceExistsError, ResourceModifiedError)):
+        return ConflictError(f"{what}: {e.message if hasattr(e, 'message') else e}")
+    if isinstance(e, (ServiceRequestError, ServiceResponseError)):
+        return TransientStorageError(f"{what}: storage unreachable: {e}")
+    if isinstance(e, HttpResponseError) and e.status_code in _TRANSIENT_STATUS:
+        return TransientStorageError(f"{what}: storage answered {e.status_code} {e.reason}")
+    if isinstance(e, HttpResponseError):
+        code = getattr(e, "error_code", None)
+        return StorageError(f"{what}: storage answered {e.status_code} {code or e.reason}: {e.message}")
+    return StorageError(f"{what}: {e}")
+
+
+def credential_for(config: StorageConfig):
+    """The token credential for an identity-based connection (DESIGN §9)."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if config.credential == "managedidentity":
+        return ManagedIdentityCredential(client_id=config.client_id) if config.client_id else ManagedIdentityCredential()
+    return DefaultAzureCredential(managed_identity_client_id=config.client_id) if config.client_id \
+        else DefaultAzureCredential()
+
+
+def table_service(config: StorageConfig) -> TableServiceClient:
+    if config.connection_string is not None:
+        return TableServiceClient.from_connection_string(config.connection_string, **CLIENT_OPTIONS)
+    return TableServiceClient(endpoint=config.table_uri, credential=credential_for(config), **CLIENT_OPTIONS)
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, EntityProperty) else value
+
+
+def _entity(e) -> Entity:
+    return Entity({k: _plain(v) for k, v in e.items()}, e.metadata.get("etag"))
+
+
+class AzureTableStore:
+    def __init__(self, service: TableServiceClient):
+        self._service = service
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: StorageConfig) -> "AzureTableStore":
+        return cls(table_service(config))
+
+    def _client(self, table: str):
+        client = self._clients.get(table)
+        if client is None:
+            with self._lock:
+                client = self._clients.setdefault(table, self._service.get_table_client(table))
+        return client
+
+    def create_table(self, table: str) -> None:
+        try:
+            self._service.create_table(table)
+        except ResourceExistsError:
+            pass
+        except AzureError as e:
+            raise translate(e, f"create table {table}") from e
+
+    def get(self, table: str, pk: str, rk: str) -> Entity | None:
+        try:
+            return _entity(self._client(table).get_entity(pk, rk))
+        except ResourceNotFoundError:
+            return None
+        except AzureError as e:
+            raise translate(e, f"read {table}") from e
+
+    def insert(self, table: str, entity: Mapping[str, Any], *, timeout: int | None = None) -> str:
+        try:
+            kw = {"timeout": timeout} if timeout else {}
+            return self._client(table).create_entity(entity, **kw)["etag"]
+        except AzureError as e:
+            raise translate(e, f"insert into {table}") from e
+
+    def replace(self, table: str, entity: Mapping[str, Any], etag: str) -> str:
+        try:
+            return self._client(table).update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                                     match_condition=MatchConditions.IfNotModified)["etag"]
+        except ResourceNotFoundError as e:
+            raise ConflictError(f"replace in {table}: the entity is gone") from e
+        except AzureError as e:
+            raise translate(e, f"replace in {table}") from e
+
+    def merge(self, table: str, entity: Mapping[str, Any]) -> None:
+        try:
+            self._client(table).upsert_entity(entity, mode=UpdateMode.MERGE)
+        except AzureError as e:
+            raise translate(e, f"merge into {table}") from e
+
+    def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> bool:
+        client = self._client(table)
+        try:
+            if etag is None:
+                # The SDK does not report a missing entity here: True means "gone now".
+                client.delete_entity(pk, rk)
+                return True
+            client.delete_entity(pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified)
+            return True
+        except ResourceNotFoundError as e:
+            if etag is not None:
+                raise ConflictError(f"delete in {table}: the entity is gone") from e
+            return False
+        except AzureError as e:
+            raise translate(e, f"delete in {table}") from e
+
+    def query(self, table: str, pk: str, *, rk_gt: str | None = None, rk_ge: str | None = None,
+              rk_lt: str | None = None, equals: Mapping[str, Any] | None = None,
+              page_size: int | None = None) -> Iterator[Entity]:
+        clauses, params = ["PartitionKey eq @pk"], {"pk": pk}
+        for op, name, value in (("gt", "gt", rk_gt), ("ge", "ge", rk_ge), ("lt", "lt", rk_lt)):
+            if value is not None:
+                clauses.append(f"RowKey {op} @{name}")
+                params[name] = value
+        for i, (prop, value) in enumerate((equals or {}).items()):
+            clauses.append(f"{prop} eq @p{i}")
+            params[f"p{i}"] = value
+        try:
+            pages = self._client(table).query_entities(" and ".join(clauses), parameters=params,
+                                                       results_per_page=page_size)
+            for e in pages:
+                yield _entity(e)
+        except AzureError as e:
+            raise translate(e, f"query {table}") from e
+
+    def insert_batch(self, table: str, entities: Sequence[Mapping[str, Any]], *, timeout: int | None = None) -> None:
+        if not entities:
+            return
+        try:
+            kw = {"timeout": timeout} if timeout else {}
+            self._client(table).submit_transaction([("create", e) for e in entities], **kw)
+        except HttpResponseError as e:
+            if getattr(e, "error_code", None) == "EntityAlreadyExists" or e.status_code == 409:
+                raise ConflictError(f"batch insert into {table}: an entity already exists") from e
+            raise translate(e, f"batch insert into {table}") from e
+        except AzureError as e:
+            raise translate(e, f"batch insert into {table}") from e
+
+    def delete_table(self, table: str) -> None:
+        try:
+            self._service.delete_table(table)
+        except AzureError as e:
+            raise translate(e, f"delete table {table}") from e
+
+
+class AzureQueue:
+    """A storage queue whose messages are base64 text, the Functions queue trigger's default encoding."""
+
+    def __init__(self, client: QueueClient):
+        self._client = client
+        self.name = client.queue_name
+
+    @classmethod
+    def from_config(cls, config: StorageConfig, name: str) -> "AzureQueue":
+        policy = TextBase64EncodePolicy()
+        if config.connection_string is not None:
+            client = QueueClient.from_connection_string(config.connection_string, name,
+                                                        message_encode_policy=policy, **CLIENT_OPTIONS)
+        else:
+            client = QueueClient(config.queue_uri, name, credential=credential_for(config),
+                                 message_encode_policy=policy, **CLIENT_OPTIONS)
+        return cls(client)
+
+    def create(self) -> None:
+        try:
+            self._client.create_queue()
+        except ResourceExistsError:
+            pass
+        except AzureError as e:
+            raise translate(e, f"create queue {self.name}") from e
+
+    def send(self, text: str) -> None:
+        try:
+            self._client.send_message(text)
+        except AzureError as e:
+            raise translate(e, f"enqueue to {self.name}") from e
+
+    def depth(self) -> int:
+        try:
+            return int(self._client.get_queue_properties().approximate_message_count or 0)
+        except ResourceNotFoundError:
+            return 0
+        except AzureError as e:
+            raise translate(e, f"read queue {self.name}") from e

@@ -1,0 +1,42 @@
+"""The one wiring place: settings in, service objects out."""
+from __future__ import annotations
+
+import threading
+from typing import Mapping
+
+from .index import Index
+from .materializer import Materializer
+from .service import CatalogService
+from .settings import Settings
+from .wal import Wal
+
+_services: dict[Settings, CatalogService] = {}
+_lock = threading.Lock()
+
+
+def build_service(settings: Settings, *, store=None, queue=None, poison_queue=None, ensure: bool = True,
+                  **materializer_options) -> CatalogService:
+    """A CatalogService on Azure Storage (or the given store/queue), tables and queues created."""
+    if store is None:
+        from .azure_store import AzureQueue, AzureTableStore
+
+        store = AzureTableStore.from_config(settings.storage)
+        queue = queue or AzureQueue.from_config(settings.storage, settings.queue)
+        poison_queue = poison_queue or AzureQueue.from_config(settings.storage, settings.poison_queue)
+    wal = Wal(store, settings.wal_table)
+    index = Index(store, settings.table, settings.schema)
+    materializer = Materializer(wal, index, settings.schema, **materializer_options)
+    service = CatalogService(settings.schema, wal, index, materializer, queue, poison_queue)
+    return service.ensure() if ensure else service
+
+
+def service_for(env: Mapping[str, str]) -> CatalogService:
+    """The process-wide service for these settings (clients are reused across invocations)."""
+    settings = Settings.from_env(env)
+    service = _services.get(settings)
+    if service is None:
+        with _lock:
+            service = _services.get(settings)
+            if service is None:
+                service = _services[settings] = build_service(settings)
+    return service

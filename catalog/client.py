@@ -1,0 +1,108 @@
+"""The seed-compatible library API: `TableCatalogClient` and the module functions.
+
+Same constructor arguments and environment names as az-table-catalog 1.0.x; `insert` and
+`delete` are applied before they return, as they were there. What changed is what the seed got
+wrong: records round-trip exactly, re-inserts replace, every value works as a key, one bad WAL
+entry never blocks the others, and the schema lock is persisted with the tables.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from .bootstrap import build_service
+from .errors import CatalogError
+from .materializer import ApplyResult
+from .settings import Settings
+
+
+class SchemaLockedError(CatalogError, RuntimeError):
+    """configure() on a client whose schema is already set (the seed raised RuntimeError too)."""
+
+
+class TableCatalogClient:
+    def __init__(self, connection_string: str | None = None, table_name: str | None = None,
+                 wal_name: str | None = None, index_keys: str | list[str] | None = None,
+                 row_key: str | None = None, *, case_sensitive: bool | None = None,
+                 env: Mapping[str, str] | None = None, **service_options: Any) -> None:
+        self.settings = Settings.for_library(
+            os.environ if env is None else env, connection_string=connection_string, table_name=table_name,
+            wal_name=wal_name, index_keys=index_keys, row_key=row_key, case_sensitive=case_sensitive)
+        # The library applies writes itself: it needs no queue.
+        from .azure_store import AzureTableStore
+
+        store = service_options.pop("store", None) or AzureTableStore.from_config(self.settings.storage)
+        self.service = build_service(self.settings, store=store, queue=None, **service_options)
+
+    @property
+    def index_keys(self) -> list[str]:
+        return list(self.settings.schema.index_keys)
+
+    @property
+    def row_key(self) -> str:
+        return self.settings.schema.row_key
+
+    def configure(self, index_keys: str | list[str], row_key: str) -> None:
+        raise SchemaLockedError("Schema is already configured and locked.")
+
+    def query(self, filter: Mapping[str, Any], *, row_from: str | None = None,
+              row_to: str | None = None) -> list[dict]:
+        """Every record matching all the equality filters (and the inclusive row key range)."""
+        return self.service.query_all(filter, row_from=row_from, row_to=row_to)
+
+    def insert(self, record: dict) -> dict:
+        """Insert or replace one record; it is in the index when this returns."""
+        self.service.submit([record], apply_now=True)
+        return record
+
+    def insert_many(self, records: list[dict]) -> str:
+        """Insert many records as one logged operation; returns its operation id."""
+        return self.service.submit(records, apply_now=True).operation
+
+    def delete(self, filter: Mapping[str, Any], *, row_from: str | None = None,
+               row_to: str | None = None) -> int:
+        """Delete every record matching the filter; returns how many matched."""
+        return self.service.delete(filter, row_from=row_from, row_to=row_to, apply_now=True).count
+
+    def recover(self, start_time: str | None = None) -> ApplyResult:
+        """Replay the WAL from the checkpoints, or from `start_time` (ISO 8601)."""
+        return self.service.recover(start_time)
+
+
+_client: TableCatalogClient | None = None
+
+
+def _get_client() -> TableCatalogClient:
+    global _client
+    if _client is None:
+        _client = TableCatalogClient()
+    return _client
+
+
+def configure(index_keys: str | list[str], row_key: str, **kwargs: Any) -> None:
+    global _client
+    if _client is not None:
+        raise SchemaLockedError("Catalog already initialized.")
+    _client = TableCatalogClient(index_keys=index_keys, row_key=row_key, **kwargs)
+
+
+def query(filter: Mapping[str, Any], **kwargs: Any) -> list[dict]:
+    return _get_client().query(filter, **kwargs)
+
+
+def insert(record: dict) -> dict:
+    return _get_client().insert(record)
+
+
+def delete(filter: Mapping[str, Any], **kwargs: Any) -> int:
+    return _get_client().delete(filter, **kwargs)
+
+
+def recover(start_time: str | None = None) -> ApplyResult:
+    return _get_client().recover(start_time)
+
+
+def reset() -> None:
+    """Forget the module-level client (tests, or re-configuring in a REPL)."""
+    global _client
+    _client = None

@@ -1,0 +1,156 @@
+"""The index table: one entity per (index key, record identity), written idempotently, read by partition.
+
+Every index entity carries `s`, the stamp (WAL RowKey) of the operation that last wrote it, and
+`x`, true for a tombstone. A write with a stamp not newer than the stored one is a no-op, and the
+stored entity is only replaced through its ETag: so applying the WAL in any order, any number of
+times, with crashes between the fan-out writes, converges to "each identity's latest operation".
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+from . import codec
+from .errors import ConflictError, TransientStorageError, ValidationError
+from .keys import RecordKeys, normalize, partition_key, row_range, value_text
+from .settings import Schema
+from .store import Entity, TableStore
+
+STAMP, TOMBSTONE = "s", "x"
+MAX_RACE_RETRIES = 10
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict]
+    continuation: str | None
+
+
+class Index:
+    def __init__(self, store: TableStore, table: str, schema: Schema):
+        self.store = store
+        self.table = table
+        self.schema = schema
+
+    def create(self) -> None:
+        self.store.create_table(self.table)
+
+    # -- write -----------------------------------------------------------------------------
+    def write(self, keys: RecordKeys, stamp: str, data: bytes | None) -> int:
+        """Write a record (data) or a tombstone (None) at every index key. Returns entities changed."""
+        props: dict[str, Any] = {STAMP: stamp, TOMBSTONE: data is None}
+        if data is not None:
+            props.update(codec.chunk_properties(data))
+        changed = 0
+        for pk in keys.partition_keys:
+            changed += self._write_one({"PartitionKey": pk, "RowKey": keys.row_key, **props},
+                                       try_insert_first=data is not None)
+        return changed
+
+    def _write_one(self, entity: dict, try_insert_first: bool) -> int:
+        stamp = entity[STAMP]
+        insert_next = try_insert_first
+        for _ in range(MAX_RACE_RETRIES):
+            if insert_next:
+                try:
+                    self.store.insert(self.table, entity)
+                    return 1
+                except ConflictError:
+                    pass  # it exists: compare stamps below
+            current = self.store.get(self.table, entity["PartitionKey"], entity["RowKey"])
+            if current is None:
+                insert_next = True
+                continue
+            if str(current.get(STAMP, "")) >= stamp:
+                return 0  # the same or a newer operation is already there
+            try:
+                self.store.replace(self.table, entity, current.etag)
+                return 1
+            except ConflictError:
+                insert_next = False  # another applier wrote in between: read again
+        raise TransientStorageError(f"index entity {entity['PartitionKey']!r}/{entity['RowKey']!r}: "
+                                    f"gave up after {MAX_RACE_RETRIES} concurrent-write retries")
+
+    def collect_tombstone(self, pk: str, rk: str, stamp: str) -> bool:
+        """Delete a tombstone if it is still the one `stamp` wrote."""
+        current = self.store.get(self.table, pk, rk)
+        if current is None or not current.get(TOMBSTONE) or current.get(STAMP) != stamp:
+            return False
+        try:
+            return self.store.delete(self.table, pk, rk, etag=current.etag)
+        except ConflictError:
+            return False
+
+    # -- read ------------------------------------------------------------------------------
+    def resolve_filters(self, filters: Mapping[str, Any]) -> list[tuple[str, str]]:
+        if not filters:
+            raise ValidationError("at least one index key filter is required "
+                                  f"(index keys: {', '.join(self.schema.index_keys)})")
+        resolved = []
+        for field, value in filters.items():
+            if field not in self.schema.index_keys:
+                raise ValidationError(f"{field!r} is not an index key (index keys: "
+                                      f"{', '.join(self.schema.index_keys)})", field=field)
+            resolved.append((field, normalize(value_text(value, field), self.schema.case_sensitive)))
+        return resolved
+
+    def query(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+              limit: int | None = None, continuation: str | None = None) -> Page:
+        """AND of equality filters, served from one partition (the first filter's)."""
+        resolved = self.resolve_filters(filters)
+        if limit is not None and limit < 1:
+            raise ValidationError("limit must be a positive integer")
+        low, high = row_range(row_from, row_to, self.schema.case_sensitive)
+        field, text = resolved[0]
+        pk = partition_key(field, text)
+        after = decode_continuation(continuation, pk) if continuation else None
+        page_size = min(1000, limit + 1) if limit else 1000
+        items: list[dict] = []
+        last_rk = None
+        for e in self.store.query(self.table, pk, rk_ge=low, rk_gt=after, rk_lt=high,
+                                  equals={TOMBSTONE: False}, page_size=page_size):
+            record = codec.decode_payload(e)
+            if not self._matches(record, resolved[1:]):
+                continue
+            if limit is not None and len(items) == limit:
+                return Page(items, encode_continuation(pk, last_rk))
+            items.append(record)
+            last_rk = e["RowKey"]
+        return Page(items, None)
+
+    def iter_all(self, filters: Mapping[str, Any], **kw) -> Iterator[dict]:
+        page = self.query(filters, **kw)
+        yield from page.items
+        while page.continuation:
+            page = self.query(filters, continuation=page.continuation, **kw)
+            yield from page.items
+
+    def _matches(self, record: Mapping[str, Any], others: list[tuple[str, str]]) -> bool:
+        for field, text in others:
+            if field not in record:
+                return False
+            try:
+                if normalize(value_text(record[field], field), self.schema.case_sensitive) != text:
+                    return False
+            except ValidationError:
+                return False
+        return True
+
+
+def encode_continuation(pk: str, rk: str) -> str:
+    raw = json.dumps({"p": pk, "r": rk}, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_continuation(token: str, pk: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw.decode("utf-8", "surrogatepass"))
+        if not isinstance(data, dict) or not isinstance(data.get("r"), str) or data.get("p") != pk:
+            raise ValueError("token does not belong to this query")
+        return data["r"]
+    except (ValueError, binascii.Error, UnicodeDecodeError) as e:
+        raise ValidationError(f"invalid continuation token: {e}") from e

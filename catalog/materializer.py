@@ -1,0 +1,225 @@
+"""Applying the WAL to the index: per operation (queue trigger, library), by sweep (timer), and GC.
+
+Plain objects: the queue and timer triggers only call `apply_operation` and `sweep`.
+
+- `apply_operation(op_id, final=False)` applies the entries of one operation; an entry that cannot
+  be applied makes it raise (the queue retries the message, then moves it to the poison queue);
+  with `final=True` (poison trigger) the failure is recorded on the operation instead.
+- `sweep()` applies, per shard, every entry after the checkpoint and older than the settle
+  window, records entries that cannot be applied as failed and goes on, then advances the
+  checkpoint (ETag-guarded, never back). A transient storage error stops that shard at the last
+  finished operation; the next sweep resumes there.
+- Tombstones are collected once their delete is older than TOMBSTONE_RETENTION and behind the
+  checkpoint: longer than a queue message can live, so no late delivery can resurrect a record.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
+
+from . import codec
+from .errors import CatalogError, EntryError, TransientStorageError, ValidationError
+from .index import Index
+from .keys import record_keys
+from .settings import Schema
+from .store import Entity
+from .wal import (APPLIED, DELETE, FAILED_STATUS, HEADER, PENDING, PUT, SETTLE_WINDOW, SHARDS, Wal, WalEntry,
+                  ts)
+
+log = logging.getLogger(__name__)
+
+TOMBSTONE_RETENTION = timedelta(days=14)  # queue messages live 7 days at most
+
+
+@dataclass
+class ApplyResult:
+    operations: int = 0
+    entries: int = 0
+    failed: int = 0
+    changed: int = 0
+    stopped_shards: list[int] = field(default_factory=list)
+    checkpoints: dict[int, str] = field(default_factory=dict)
+    tombstones_collected: int = 0
+
+    def add(self, other: "ApplyResult") -> None:
+        self.operations += other.operations
+        self.entries += other.entries
+        self.failed += other.failed
+        self.changed += other.changed
+        self.stopped_shards += other.stopped_shards
+        self.checkpoints.update(other.checkpoints)
+        self.tombstones_collected += other.tombstones_collected
+
+
+class Materializer:
+    def __init__(self, wal: Wal, index: Index, schema: Schema, *,
+                 clock: Callable[[], datetime] | None = None,
+                 settle_window: timedelta = SETTLE_WINDOW,
+                 tombstone_retention: timedelta = TOMBSTONE_RETENTION):
+        self.wal = wal
+        self.index = index
+        self.schema = schema
+        self.clock = clock or wal.clock
+        self.settle_window = settle_window
+        self.tombstone_retention = tombstone_retention
+
+    # -- one entry ---------------------------------------------------------------------------
+    def apply_entry(self, entry: WalEntry) -> int:
+        """Apply one WAL entry. EntryError if it cannot ever be applied; storage errors propagate."""
+        if entry.kind not in (PUT, DELETE):
+            raise EntryError(f"entry {entry.stamp}: unknown kind {entry.kind!r}")
+        payload = entry.payload()
+        if not isinstance(payload, dict):
+            raise EntryError(f"entry {entry.stamp}: payload is not a JSON object")
+        try:
+            keys = record_keys(self.schema, payload)
+        except ValidationError as e:
+            raise EntryError(f"entry {entry.stamp}: {e}") from e
+        data = codec.join_chunks(entry.entity) if entry.kind == PUT else None
+        return self.index.write(keys, entry.stamp, data)
+
+    # -- one operation -----------------------------------------------------------------------
+    def apply_operation(self, op_id: str, *, final: bool = False) -> ApplyResult:
+        header, entries = self.wal.read_operation(op_id)
+        if header is None and not entries:
+            log.warning("operation %s: nothing in the WAL to apply", op_id)
+        return self._apply_group(op_id, header, entries, final=final)
+
+    def apply_entries(self, op_id: str, entries: list[WalEntry], header: Entity | None = None,
+                      *, final: bool = False, mark: bool = True) -> ApplyResult:
+        return self._apply_group(op_id, header, entries, final=final, mark=mark)
+
+    def _apply_group(self, op_id: str, header: Entity | None, entries: list[WalEntry], *,
+                     final: bool, mark: bool = True) -> ApplyResult:
+        result = ApplyResult(operations=1)
+        failures: list[tuple[str, str]] = []
+        for entry in entries:
+            try:
+                result.changed += self.apply_entry(entry)
+                result.entries += 1
+            except (EntryError, ValidationError) as e:
+                failures.append((entry.stamp, str(e)))
+        result.failed = len(failures)
+        if failures:
+            reason = "; ".join(f"{stamp}: {why}" for stamp, why in failures[:5])
+            if len(failures) > 5:
+                reason += f"; and {len(failures) - 5} more"
+            if final:
+                log.error("operation %s: %d entries cannot be applied: %s", op_id, len(failures), reason)
+                self.wal.record_failure(op_id, failures[0][0], reason)
+                if header is not None:
+                    self.wal.mark(op_id, FAILED_STATUS, error=reason, failed=len(failures),
+                                  finished=self.clock().isoformat())
+            else:
+                if header is not None:
+                    self.wal.mark(op_id, PENDING, last_error=reason)
+                raise EntryError(f"operation {op_id}: {reason}")
+        elif mark and header is not None and header.get("status") != APPLIED:
+            self.wal.mark(op_id, APPLIED, finished=self.clock().isoformat())
+        log.info("operation %s: applied %d entries (%d index entities changed)", op_id, result.entries,
+                 result.changed)
+        return result
+
+    # -- sweep -------------------------------------------------------------------------------
+    def settled_cutoff(self, now: datetime | None = None) -> str:
+        return ts((now or self.clock()) - self.settle_window)
+
+    def sweep(self, now: datetime | None = None, *, collect: bool = True) -> ApplyResult:
+        """Apply what the queue path missed, shard by shard, and advance the checkpoints."""
+        now = now or self.clock()
+        cutoff = self.settled_cutoff(now)
+        total = ApplyResult()
+        for shard in range(SHARDS):
+            total.add(self.sweep_shard(shard, before=cutoff))
+        if collect:
+            total.tombstones_collected = self.collect_tombstones(now)
+        return total
+
+    def replay(self, since: datetime | None = None, now: datetime | None = None) -> ApplyResult:
+        """Apply every entry after the checkpoint (or after `since`) up to now; checkpoints only advance
+        to the settled cutoff, and only where the replay covered everything after them."""
+        now = now or self.clock()
+        total = ApplyResult()
+        for shard in range(SHARDS):
+            after = ts(since) if since is not None else None
+            total.add(self.sweep_shard(shard, after=after, before=ts(now) + "~",
+                                       advance_limit=self.settled_cutoff(now), skip_finished=since is None))
+        return total
+
+    def sweep_shard(self, shard: int, *, after: str | None = None, before: str,
+                    advance_limit: str | None = None, skip_finished: bool = True) -> ApplyResult:
+        checkpoint = self.wal.checkpoint(shard)
+        start = checkpoint if after is None else after
+        result = ApplyResult()
+        done = start  # every entry <= done has been applied or recorded as failed
+        stopped = False
+        try:
+            for op_id, header, entries, last_rk in _groups(self.wal.scan(shard, after=start, before=before)):
+                if header is None or header.get("status") == PENDING or not skip_finished:
+                    # An operation without a header is a bulk write cut short: its entries are
+                    # valid and applied all the same.
+                    result.add(self._apply_group(op_id, header, entries, final=True))
+                done = last_rk
+        except TransientStorageError as e:
+            log.warning("sweep of shard %d stopped at %s: %s", shard, done, e)
+            result.stopped_shards.append(shard)
+            stopped = True
+        target = done if stopped else before
+        if advance_limit is not None:
+            target = min(target, advance_limit)
+        if start <= checkpoint and target > checkpoint:
+            try:
+                result.checkpoints[shard] = self.wal.advance("checkpoint", shard, target)
+            except CatalogError as e:
+                log.warning("checkpoint of shard %d not advanced: %s", shard, e)
+        return result
+
+    # -- tombstones --------------------------------------------------------------------------
+    def collect_tombstones(self, now: datetime | None = None) -> int:
+        now = now or self.clock()
+        horizon = ts(now - self.tombstone_retention)
+        collected = 0
+        for shard in range(SHARDS):
+            mark = self.wal.mark_value("collected", shard)[0]
+            bound = min(horizon, self.wal.checkpoint(shard))
+            if bound <= mark:
+                continue
+            try:
+                for item in self.wal.scan(shard, after=mark, before=bound):
+                    if isinstance(item, WalEntry) and item.kind == DELETE:
+                        collected += self._collect(item)
+            except TransientStorageError as e:
+                log.warning("tombstone collection of shard %d stopped: %s", shard, e)
+                continue
+            self.wal.advance("collected", shard, bound)
+        return collected
+
+    def _collect(self, entry: WalEntry) -> int:
+        try:
+            keys = record_keys(self.schema, entry.payload())
+        except (CatalogError, AttributeError, TypeError):
+            return 0
+        return sum(self.index.collect_tombstone(pk, rk, entry.stamp) for pk, rk in keys.entities())
+
+
+def _groups(items: Iterable[Entity | WalEntry]):
+    """Consecutive scan items grouped by operation: (op id, header, entries, last RowKey)."""
+    op_id, header, entries, last = None, None, [], None
+    for item in items:
+        if isinstance(item, WalEntry):
+            item_op, rk = item.op_id, item.stamp
+        else:
+            item_op, rk = item["RowKey"], item["RowKey"]
+        if item_op != op_id and op_id is not None:
+            yield op_id, header, entries, last
+            header, entries = None, []
+        op_id = item_op
+        if isinstance(item, WalEntry):
+            entries.append(item)
+        else:
+            header = item
+        last = rk
+    if op_id is not None:
+        yield op_id, header, entries, last

@@ -1,0 +1,129 @@
+"""In-memory TableStore for fast property tests. The contract suite keeps it honest against Azurite."""
+from __future__ import annotations
+
+import itertools
+import threading
+from bisect import bisect_left, insort
+from typing import Any, Iterator, Mapping, Sequence
+
+from .errors import ConflictError, StorageError
+from .store import Entity
+
+
+class MemoryTableStore:
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._tables: dict[str, dict[str, tuple[list[str], dict[str, tuple[dict, str]]]]] = {}
+        self._etags = itertools.count(1)
+
+    def _table(self, table: str):
+        try:
+            return self._tables[table]
+        except KeyError:
+            raise StorageError(f"table {table!r} does not exist") from None
+
+    def _partition(self, table: str, pk: str):
+        return self._table(table).setdefault(pk, ([], {}))
+
+    def create_table(self, table: str) -> None:
+        with self._lock:
+            self._tables.setdefault(table, {})
+
+    def get(self, table: str, pk: str, rk: str) -> Entity | None:
+        with self._lock:
+            found = self._partition(table, pk)[1].get(rk)
+            return Entity(found[0], found[1]) if found else None
+
+    def _put(self, table: str, entity: Mapping[str, Any]) -> str:
+        keys, rows = self._partition(table, entity["PartitionKey"])
+        rk = entity["RowKey"]
+        if rk not in rows:
+            insort(keys, rk)
+        etag = f'W/"{next(self._etags)}"'
+        rows[rk] = (dict(entity), etag)
+        return etag
+
+    def insert(self, table: str, entity: Mapping[str, Any], *, timeout: int | None = None) -> str:
+        with self._lock:
+            if entity["RowKey"] in self._partition(table, entity["PartitionKey"])[1]:
+                raise ConflictError("entity already exists")
+            return self._put(table, entity)
+
+    def replace(self, table: str, entity: Mapping[str, Any], etag: str) -> str:
+        with self._lock:
+            found = self._partition(table, entity["PartitionKey"])[1].get(entity["RowKey"])
+            if found is None or found[1] != etag:
+                raise ConflictError("entity changed or is gone")
+            return self._put(table, entity)
+
+    def merge(self, table: str, entity: Mapping[str, Any]) -> None:
+        with self._lock:
+            found = self._partition(table, entity["PartitionKey"])[1].get(entity["RowKey"])
+            merged = {**(found[0] if found else {}), **entity}
+            self._put(table, merged)
+
+    def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> bool:
+        with self._lock:
+            keys, rows = self._partition(table, pk)
+            found = rows.get(rk)
+            if found is None:
+                if etag is not None:
+                    raise ConflictError("entity is gone")
+                return False
+            if etag is not None and found[1] != etag:
+                raise ConflictError("entity changed")
+            del rows[rk]
+            keys.pop(bisect_left(keys, rk))
+            return True
+
+    def query(self, table: str, pk: str, *, rk_gt: str | None = None, rk_ge: str | None = None,
+              rk_lt: str | None = None, equals: Mapping[str, Any] | None = None,
+              page_size: int | None = None) -> Iterator[Entity]:
+        with self._lock:
+            keys, rows = self._partition(table, pk)
+            snapshot = [(rk, rows[rk]) for rk in list(keys)]
+        for rk, (props, etag) in snapshot:
+            if rk_gt is not None and not rk > rk_gt:
+                continue
+            if rk_ge is not None and not rk >= rk_ge:
+                continue
+            if rk_lt is not None and not rk < rk_lt:
+                break
+            if equals and any(props.get(k) != v for k, v in equals.items()):
+                continue
+            yield Entity(props, etag)
+
+    def insert_batch(self, table: str, entities: Sequence[Mapping[str, Any]], *,
+                     timeout: int | None = None) -> None:
+        if not entities:
+            return
+        if len(entities) > 100 or len({e["PartitionKey"] for e in entities}) != 1:
+            raise StorageError("a batch holds 1-100 entities of one partition")
+        with self._lock:
+            rows = self._partition(table, entities[0]["PartitionKey"])[1]
+            if any(e["RowKey"] in rows for e in entities) or len({e["RowKey"] for e in entities}) != len(entities):
+                raise ConflictError("an entity of the batch already exists")
+            for e in entities:
+                self._put(table, e)
+
+    # helpers for tests
+    def all_entities(self, table: str) -> list[Entity]:
+        with self._lock:
+            return [Entity(p, t) for part in self._table(table).values() for _, (p, t) in sorted(part[1].items())]
+
+
+class MemoryQueue:
+    def __init__(self, name: str):
+        self.name = name
+        self.messages: list[str] = []
+        self._lock = threading.Lock()
+
+    def create(self) -> None:
+        pass
+
+    def send(self, text: str) -> None:
+        with self._lock:
+            self.messages.append(text)
+
+    def depth(self) -> int:
+        return len(self.messages)

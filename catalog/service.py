@@ -1,0 +1,229 @@
+"""The use cases the Functions app, the library client and the CLI call. No storage SDK here."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
+
+from . import codec
+from .errors import CatalogError, EntryError, RecordTooLargeError, ValidationError
+from .index import Index, Page, STAMP, TOMBSTONE
+from .keys import record_keys
+from .materializer import ApplyResult, Materializer
+from .settings import Schema
+from .store import MessageQueue
+from .wal import (APPLIED, DELETE, HEADER, PENDING, PUT, SHARDS, WRITE_DEADLINE, PendingEntry, Wal, WalEntry,
+                  parse_operation_id, parse_time, shard_partition, time_of)
+
+log = logging.getLogger(__name__)
+
+MAX_BULK_RECORDS = 1000
+MAX_DELETE_MATCHES = 10_000
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+BULK_KEY = "records"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    operation: str
+    status: str
+    count: int  # records written, or identities matched by a delete
+
+    @property
+    def location(self) -> str:
+        return f"/api/operations/{self.operation}"
+
+
+def records_from_body(body: Any) -> tuple[list[Any], bool]:
+    """One record (object), many (array), or `{"records": [...]}` (an object whose only key is
+    `records` holding an array). Returns (records, is_bulk)."""
+    if isinstance(body, list):
+        return body, True
+    if isinstance(body, dict):
+        if set(body) == {BULK_KEY} and isinstance(body[BULK_KEY], list):
+            return body[BULK_KEY], True
+        return [body], False
+    raise ValidationError(f"body must be a JSON object or an array of objects, not {type(body).__name__}")
+
+
+class CatalogService:
+    def __init__(self, schema: Schema, wal: Wal, index: Index, materializer: Materializer,
+                 queue: MessageQueue | None, poison_queue: MessageQueue | None = None):
+        self.schema = schema
+        self.wal = wal
+        self.index = index
+        self.materializer = materializer
+        self.queue = queue
+        self.poison_queue = poison_queue
+
+    def ensure(self) -> "CatalogService":
+        """Create the tables and queues if needed and lock (or check) the schema."""
+        self.wal.create()
+        self.wal.lock_schema(self.schema)
+        self.index.create()
+        for q in (self.queue, self.poison_queue):
+            if q is not None:
+                q.create()
+        return self
+
+    # -- write path --------------------------------------------------------------------------
+    def validate(self, records: Sequence[Any]) -> list[PendingEntry]:
+        """Everything checked before anything is written; errors name the record's position."""
+        if not records:
+            raise ValidationError("no records given")
+        if len(records) > MAX_BULK_RECORDS:
+            raise ValidationError(f"at most {MAX_BULK_RECORDS} records per request, got {len(records)}")
+        pending = []
+        for i, record in enumerate(records):
+            where = i if len(records) > 1 else None
+            try:
+                pending.append(self._validate_one(record))
+            except RecordTooLargeError as e:
+                raise RecordTooLargeError(e.detail, field=e.field, index=where) from None
+            except ValidationError as e:
+                raise ValidationError(e.detail, field=e.field, index=where) from None
+        return pending
+
+    def _validate_one(self, record: Any) -> PendingEntry:
+        if not isinstance(record, dict):
+            raise ValidationError(f"a record must be a JSON object, not {type(record).__name__}")
+        keys = record_keys(self.schema, record)
+        data = codec.dumps(record)
+        chunks = codec.chunk_properties(data)
+        stamp_like = "0" * 41
+        longest_pk = max(keys.partition_keys, key=len)
+        codec.check_entity_size({"PartitionKey": longest_pk, "RowKey": keys.row_key, STAMP: stamp_like,
+                                 TOMBSTONE: False, **chunks})
+        codec.check_entity_size({"PartitionKey": shard_partition(0), "RowKey": stamp_like, "kind": PUT, **chunks})
+        return PendingEntry(PUT, data)
+
+    def submit(self, records: Sequence[Any], *, apply_now: bool = False) -> Accepted:
+        """Validate, append to the WAL, then enqueue (or, for the library, apply before returning)."""
+        pending = self.validate(records)
+        return self._log(pending, action=PUT, apply_now=apply_now)
+
+    def delete(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+               apply_now: bool = False) -> Accepted:
+        """Resolve the filter to identities now; log one delete per identity."""
+        pending: list[PendingEntry] = []
+        for record in self.index.iter_all(filters, row_from=row_from, row_to=row_to):
+            if len(pending) == MAX_DELETE_MATCHES:
+                raise ValidationError(f"the filter matches more than {MAX_DELETE_MATCHES} records: narrow it "
+                                      "(for example with row_from/row_to) and delete in parts")
+            identity = {f: record[f] for f in self.schema.key_fields}
+            pending.append(PendingEntry(DELETE, codec.dumps(identity)))
+        return self._log(pending, action=DELETE, apply_now=apply_now)
+
+    def _log(self, pending: list[PendingEntry], *, action: str, apply_now: bool) -> Accepted:
+        op_id, _ = self.wal.new_operation_id()
+        entities = self.wal.entry_entities(op_id, pending)
+        header = self.wal.header_entity(op_id, len(pending), action,
+                                        accepted=time_of(op_id).isoformat())
+        took = self.wal.append([*entities, header])
+        if took > WRITE_DEADLINE.total_seconds():
+            log.error("operation %s: WAL append took %.1fs, over the %ss deadline the sweep relies on; "
+                      "the queue message still applies it (or run recover)", op_id, took,
+                      WRITE_DEADLINE.total_seconds())
+        log.info("operation %s: logged %d %s entries in %.3fs", op_id, len(pending), action, took)
+        if apply_now or not pending:
+            shard = parse_operation_id(op_id)
+            entries = [WalEntry(shard, e["RowKey"], op_id, e["kind"], e) for e in entities]
+            self.materializer.apply_entries(op_id, entries, header, final=True)
+            return Accepted(op_id, APPLIED, len(pending))
+        self._enqueue(op_id)
+        return Accepted(op_id, PENDING, len(pending))
+
+    def _enqueue(self, op_id: str) -> None:
+        if self.queue is None:
+            return
+        try:
+            self.queue.send(json.dumps({"op": op_id}))
+        except Exception as e:  # the WAL has it: the sweep applies it, the request still succeeds
+            log.warning("operation %s: enqueue failed (%s); the timer sweep will apply it", op_id, e)
+
+    # -- apply path ----------------------------------------------------------------------------
+    @staticmethod
+    def operation_of_message(text: str) -> str:
+        try:
+            op_id = json.loads(text)["op"]
+            parse_operation_id(op_id)
+            return op_id
+        except (ValueError, KeyError, TypeError, ValidationError) as e:
+            raise EntryError(f"queue message is not a catalog message: {text[:200]!r}") from e
+
+    def apply_message(self, text: str) -> ApplyResult:
+        """Queue trigger: raises if an entry cannot be applied, so the message is retried."""
+        return self.materializer.apply_operation(self.operation_of_message(text))
+
+    def apply_poison(self, text: str, reason: str | None = None) -> ApplyResult | None:
+        """Poison trigger: one last try; what still fails is recorded on the operation."""
+        try:
+            op_id = self.operation_of_message(text)
+        except EntryError as e:
+            log.error("poison message dropped: %s", e)
+            return None
+        return self.materializer.apply_operation(op_id, final=True)
+
+    def sweep(self, now: datetime | None = None) -> ApplyResult:
+        return self.materializer.sweep(now)
+
+    def recover(self, since: str | datetime | None = None) -> ApplyResult:
+        return self.materializer.replay(parse_time(since) if since is not None else None)
+
+    # -- read path ----------------------------------------------------------------------------
+    def query(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+              limit: int | None = DEFAULT_LIMIT, continuation: str | None = None) -> Page:
+        if limit is not None and not (1 <= limit <= MAX_LIMIT):
+            raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}")
+        return self.index.query(filters, row_from=row_from, row_to=row_to, limit=limit,
+                                continuation=continuation)
+
+    def query_all(self, filters: Mapping[str, Any], *, row_from: str | None = None,
+                  row_to: str | None = None) -> list[dict]:
+        return list(self.index.iter_all(filters, row_from=row_from, row_to=row_to))
+
+    def operation(self, op_id: str) -> dict:
+        header = self.wal.header(op_id)
+        view = {"operation": op_id, "status": header.get("status", PENDING), "action":
+                "delete" if header.get("action") == DELETE else "insert"}
+        view["matched" if header.get("action") == DELETE else "records"] = int(header.get("count", 0))
+        for name in ("accepted", "finished", "error", "last_error"):
+            if header.get(name):
+                view[name] = header[name]
+        if header.get("failed"):
+            view["failed"] = int(header["failed"])
+        return view
+
+    def schema_view(self) -> dict:
+        return {"index_keys": list(self.schema.index_keys), "row_key": self.schema.row_key,
+                "case_sensitive": self.schema.case_sensitive, "table": self.index.table,
+                "wal_table": self.wal.table, "queue": self.queue.name if self.queue else None}
+
+    def health(self, now: datetime | None = None, *, failures: int = 5) -> dict:
+        now = now or self.wal.clock()
+        shards, pending, oldest = [], 0, None
+        for shard in range(SHARDS):
+            checkpoint = self.wal.checkpoint(shard)
+            lag = (now - time_of(checkpoint)).total_seconds() if checkpoint else None
+            shard_pending = 0
+            for e in self.wal.store.query(self.wal.table, shard_partition(shard), rk_gt=checkpoint,
+                                          equals={"kind": HEADER, "status": PENDING}):
+                shard_pending += 1
+                if oldest is None or e["RowKey"] < oldest:
+                    oldest = e["RowKey"]
+            pending += shard_pending
+            shards.append({"shard": shard_partition(shard), "checkpoint": checkpoint or None,
+                           "lag_seconds": round(lag, 3) if lag is not None else None, "pending": shard_pending})
+        failed = self.wal.failures(limit=1000)
+        return {
+            "status": "ok",
+            "pending": pending,
+            "oldest_pending_age_seconds": round((now - time_of(oldest)).total_seconds(), 3) if oldest else None,
+            "failed_operations": len(failed) if len(failed) < 1000 else "1000+",
+            "latest_failures": [{"operation": f["RowKey"], "reason": f.get("reason"), "at": f.get("at")}
+                                for f in sorted(failed, key=lambda f: f.get("at", ""), reverse=True)[:failures]],
+            "shards": shards,
+        }

@@ -1,0 +1,58 @@
+"""The storage ports the catalog needs: a table store and a queue. Adapters implement them.
+
+Two table stores implement this contract: `azure_store.AzureTableStore` (Azure Storage and
+Azurite) and `memory_store.MemoryTableStore` (fast property tests). One contract suite
+(tests/contract) runs against both, so the fake cannot drift from the real thing.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+
+
+class Entity(dict):
+    """A table entity's properties (PartitionKey and RowKey included) plus its ETag."""
+
+    etag: str | None = None
+
+    def __init__(self, props: Mapping[str, Any] = (), etag: str | None = None):
+        super().__init__(props)
+        self.etag = etag
+
+
+class TableStore(Protocol):
+    def create_table(self, table: str) -> None:
+        """Create the table if it does not exist."""
+
+    def get(self, table: str, pk: str, rk: str) -> Entity | None: ...
+
+    def insert(self, table: str, entity: Mapping[str, Any], *, timeout: int | None = None) -> str:
+        """Create; ConflictError if the entity exists. `timeout`: server-side seconds. Returns the ETag."""
+
+    def replace(self, table: str, entity: Mapping[str, Any], etag: str) -> str:
+        """Replace only if the stored ETag matches; ConflictError otherwise (or if it is gone)."""
+
+    def merge(self, table: str, entity: Mapping[str, Any]) -> None:
+        """Insert-or-merge, unconditionally."""
+
+    def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> bool:
+        """Delete (only if `etag` matches, when given). False if it did not exist; ConflictError on mismatch."""
+
+    def query(self, table: str, pk: str, *, rk_gt: str | None = None, rk_ge: str | None = None,
+              rk_lt: str | None = None, equals: Mapping[str, Any] | None = None,
+              page_size: int | None = None) -> Iterator[Entity]:
+        """Entities of one partition in RowKey order, with optional RowKey bounds and property equalities."""
+
+    def insert_batch(self, table: str, entities: Sequence[Mapping[str, Any]], *,
+                     timeout: int | None = None) -> None:
+        """Insert entities of one partition atomically (an entity-group transaction, <= 100)."""
+
+
+class MessageQueue(Protocol):
+    name: str
+
+    def create(self) -> None: ...
+
+    def send(self, text: str) -> None:
+        """Enqueue one message (the adapter base64-encodes it, as the Functions trigger expects)."""
+
+    def depth(self) -> int: ...

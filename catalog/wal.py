@@ -1,0 +1,246 @@
+"""The write-ahead log: the permanent source of truth, sharded, in its own table.
+
+Layout of the WAL table:
+- `wal00`..`wal15` (one partition per shard): an operation's entries, RowKey `<op id>-<seq>`, and
+  its header, RowKey `<op id>` (so it sorts just before its entries). The op id starts with the
+  acceptance time, so RowKeys sort by acceptance time and an entry's RowKey is its *stamp*: the
+  total order the index converges to.
+- `meta`: the persisted schema (`schema`) and each shard's checkpoint (`checkpoint-wal07`) and
+  tombstone-collection mark (`collected-wal07`).
+- `failed`: one entity per operation that had an entry the catalog could not apply.
+
+Bounded writes: every WAL write carries a server-side timeout and the clients a bounded retry
+policy (azure_store.CLIENT_OPTIONS), so an append either lands within WRITE_DEADLINE of its
+stamp's time or the request fails. The sweep only trusts shards up to now - SETTLE_WINDOW,
+which is longer than that bound plus clock skew.
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from . import codec
+from .errors import ConflictError, NotFoundError, SchemaMismatchError, ValidationError
+from .settings import Schema
+from .store import Entity, TableStore
+
+SHARDS = 16
+SERVER_TIMEOUT = 10  # seconds, sent with every WAL write
+WRITE_DEADLINE = timedelta(seconds=60)  # bounds an append, retries included (4 x (5 + 10) + backoff)
+SETTLE_WINDOW = timedelta(seconds=90)  # > WRITE_DEADLINE + clock skew between instances
+META = "meta"
+FAILED = "failed"
+SCHEMA_ROW = "schema"
+SCHEMA_VERSION = 1
+MAX_BATCH = 100
+MAX_BATCH_BYTES = 2 * 1024 * 1024  # payload bytes per transaction: base64 keeps it under 4 MiB
+
+PUT, DELETE, HEADER = "put", "del", "op"
+PENDING, APPLIED, FAILED_STATUS = "pending", "applied", "failed"
+
+_TS_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_OP_ID = re.compile(r"^\d{8}T\d{12}Z-(\d{2})[0-9a-f]{10}$")
+
+
+def shard_partition(shard: int) -> str:
+    return f"wal{shard:02d}"
+
+
+def ts(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(_TS_FORMAT)
+
+
+def parse_time(value: str | datetime) -> datetime:
+    """An ISO 8601 time (the seed's recover format too) or a datetime; naive means UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as e:
+            raise ValidationError(f"not an ISO 8601 time: {value!r}") from e
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def time_of(stamp: str) -> datetime:
+    return datetime.strptime(stamp[:22], _TS_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def parse_operation_id(op_id: str) -> int:
+    """The shard of an operation id; ValidationError if it is not one."""
+    m = _OP_ID.match(op_id or "")
+    if not m or int(m.group(1)) >= SHARDS:
+        raise ValidationError(f"{op_id!r} is not an operation id")
+    return int(m.group(1))
+
+
+@dataclass(frozen=True)
+class WalEntry:
+    """One logged record operation. `stamp` (its RowKey) orders it against every other entry."""
+
+    shard: int
+    stamp: str
+    op_id: str
+    kind: str  # PUT or DELETE
+    entity: Mapping[str, Any]
+
+    def payload(self) -> Any:
+        return codec.decode_payload(self.entity)
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    kind: str
+    data: bytes  # JSON: the record for PUT, its key fields for DELETE
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Wal:
+    def __init__(self, store: TableStore, table: str, *, clock: Callable[[], datetime] = _now):
+        self.store = store
+        self.table = table
+        self.clock = clock
+
+    # -- setup and schema lock -------------------------------------------------------------
+    def create(self) -> None:
+        self.store.create_table(self.table)
+
+    def lock_schema(self, schema: Schema) -> Schema:
+        """Persist the schema on first use; refuse a different one later (SchemaMismatchError)."""
+        wanted = {"PartitionKey": META, "RowKey": SCHEMA_ROW, "index_keys": json.dumps(list(schema.index_keys)),
+                  "row_key": schema.row_key, "case_sensitive": schema.case_sensitive,
+                  "shards": SHARDS, "version": SCHEMA_VERSION}
+        try:
+            self.store.insert(self.table, wanted)
+            return schema
+        except ConflictError:
+            pass
+        persisted = self.persisted_schema()
+        if persisted != schema:
+            raise SchemaMismatchError(schema, persisted)
+        return schema
+
+    def persisted_schema(self) -> Schema | None:
+        e = self.store.get(self.table, META, SCHEMA_ROW)
+        if e is None:
+            return None
+        return Schema(tuple(json.loads(e["index_keys"])), e["row_key"], bool(e["case_sensitive"]))
+
+    # -- append ----------------------------------------------------------------------------
+    def new_operation_id(self) -> tuple[str, int]:
+        shard = secrets.randbelow(SHARDS)
+        return f"{ts(self.clock())}-{shard:02d}{secrets.token_hex(5)}", shard
+
+    def entry_entities(self, op_id: str, entries: Sequence[PendingEntry]) -> list[dict]:
+        shard = parse_operation_id(op_id)
+        return [{"PartitionKey": shard_partition(shard), "RowKey": f"{op_id}-{seq:05d}", "kind": e.kind,
+                 **codec.chunk_properties(e.data)} for seq, e in enumerate(entries)]
+
+    def header_entity(self, op_id: str, count: int, action: str, **extra: Any) -> dict:
+        shard = parse_operation_id(op_id)
+        return {"PartitionKey": shard_partition(shard), "RowKey": op_id, "kind": HEADER, "status": PENDING,
+                "count": count, "action": action, **extra}
+
+    def append(self, entities: Sequence[dict]) -> float:
+        """Write entities of one shard, in order, as entity-group transactions; the last batch is
+        written last, so a header placed at the end is present only if every entry before it is.
+        Returns the seconds the append took."""
+        started = time.monotonic()
+        batch: list[dict] = []
+        size = 0
+        for e in entities:
+            weight = sum(len(v) for k, v in e.items() if isinstance(v, (bytes, bytearray)))
+            if batch and (len(batch) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
+                self._write(batch)
+                batch, size = [], 0
+            batch.append(e)
+            size += weight
+        if batch:
+            self._write(batch)
+        return time.monotonic() - started
+
+    def _write(self, batch: list[dict]) -> None:
+        if len(batch) == 1:
+            self.store.insert(self.table, batch[0], timeout=SERVER_TIMEOUT)
+        else:
+            self.store.insert_batch(self.table, batch, timeout=SERVER_TIMEOUT)
+
+    # -- read ------------------------------------------------------------------------------
+    def read_operation(self, op_id: str) -> tuple[Entity | None, list[WalEntry]]:
+        shard = parse_operation_id(op_id)
+        header, entries = None, []
+        # "<op id>" then "<op id>-00000"...: "." sorts right after "-", so this is exactly the op.
+        for e in self.store.query(self.table, shard_partition(shard), rk_ge=op_id, rk_lt=op_id + "."):
+            if e.get("kind") == HEADER:
+                header = e
+            else:
+                entries.append(self._entry(shard, e))
+        return header, entries
+
+    def header(self, op_id: str) -> Entity:
+        shard = parse_operation_id(op_id)
+        e = self.store.get(self.table, shard_partition(shard), op_id)
+        if e is None:
+            raise NotFoundError(f"no operation {op_id}")
+        return e
+
+    def scan(self, shard: int, *, after: str = "", before: str | None = None) -> Iterator[Entity | WalEntry]:
+        """Headers (raw entities) and entries of one shard with after < RowKey < before, in order."""
+        for e in self.store.query(self.table, shard_partition(shard), rk_gt=after, rk_lt=before, page_size=1000):
+            yield e if e.get("kind") == HEADER else self._entry(shard, e)
+
+    def _entry(self, shard: int, e: Entity) -> WalEntry:
+        rk = e["RowKey"]
+        return WalEntry(shard, rk, rk.rsplit("-", 1)[0], e.get("kind", ""), e)
+
+    # -- operation status ------------------------------------------------------------------
+    def mark(self, op_id: str, status: str, **fields: Any) -> None:
+        shard = parse_operation_id(op_id)
+        self.store.merge(self.table, {"PartitionKey": shard_partition(shard), "RowKey": op_id,
+                                      "status": status, **fields})
+
+    def record_failure(self, op_id: str, stamp: str, reason: str) -> None:
+        self.store.merge(self.table, {"PartitionKey": FAILED, "RowKey": op_id, "stamp": stamp,
+                                      "reason": reason[:4000], "at": self.clock().isoformat()})
+
+    def failures(self, limit: int | None = None) -> list[Entity]:
+        out = []
+        for e in self.store.query(self.table, FAILED):
+            out.append(e)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def mark_value(self, name: str, shard: int) -> tuple[str, str | None]:
+        e = self.store.get(self.table, META, f"{name}-{shard_partition(shard)}")
+        return (e["stamp"], e.etag) if e else ("", None)
+
+    def checkpoint(self, shard: int) -> str:
+        return self.mark_value("checkpoint", shard)[0]
+
+    def advance(self, name: str, shard: int, stamp: str) -> str:
+        """Move a shard's mark forward to `stamp`, never back (ETag-guarded). Returns the mark now stored."""
+        row = f"{name}-{shard_partition(shard)}"
+        for _ in range(20):
+            current, etag = self.mark_value(name, shard)
+            if stamp <= current:
+                return current
+            entity = {"PartitionKey": META, "RowKey": row, "stamp": stamp}
+            try:
+                if etag is None:
+                    self.store.insert(self.table, entity)
+                else:
+                    self.store.replace(self.table, entity, etag)
+                return stamp
+            except ConflictError:
+                continue  # someone else moved it: read again and compare
+        raise ConflictError(f"could not advance {row}: too much contention")
