@@ -179,6 +179,14 @@ class AzureTableStore:
         except AzureError as e:
             raise translate(e, f"delete table {table}") from e
 
+    def scan_table(self, table: str, *, page_size: int | None = None) -> Iterator[Entity]:
+        """Every entity of the table, in (PartitionKey, RowKey) order, paged by the service."""
+        try:
+            for e in self._client(table).list_entities(results_per_page=page_size):
+                yield _entity(e)
+        except AzureError as e:
+            raise translate(e, f"scan {table}") from e
+
 
 class AzureQueue:
     """A storage queue whose messages are base64 text, the Functions queue trigger's default encoding."""

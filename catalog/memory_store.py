@@ -111,6 +111,13 @@ class MemoryTableStore:
         with self._lock:
             return [Entity(p, t) for part in self._table(table).values() for _, (p, t) in sorted(part[1].items())]
 
+    def scan_table(self, table: str, *, page_size: int | None = None) -> Iterator[Entity]:
+        """Every entity of the table, in (PartitionKey, RowKey) order (a snapshot, like a paged scan)."""
+        with self._lock:
+            snapshot = [Entity(p, t) for _, part in sorted(self._table(table).items())
+                        for _, (p, t) in sorted(part[1].items())]
+        yield from snapshot
+
 
 class MemoryQueue:
     def __init__(self, name: str):

@@ -46,6 +46,9 @@ class TableStore(Protocol):
                      timeout: int | None = None) -> None:
         """Insert entities of one partition atomically (an entity-group transaction, <= 100)."""
 
+    def scan_table(self, table: str, *, page_size: int | None = None) -> Iterator[Entity]:
+        """Every entity of the table, in (PartitionKey, RowKey) order (operations tools: verify, export)."""
+
 
 class MessageQueue(Protocol):
     name: str
