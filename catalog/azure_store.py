@@ -125,19 +125,15 @@ class AzureTableStore:
         except AzureError as e:
             raise translate(e, f"merge into {table}") from e
 
-    def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> bool:
+    def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
         client = self._client(table)
         try:
             if etag is None:
-                # The SDK does not report a missing entity here: True means "gone now".
                 client.delete_entity(pk, rk)
-                return True
-            client.delete_entity(pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified)
-            return True
-        except ResourceNotFoundError as e:
-            if etag is not None:
-                raise ConflictError(f"delete in {table}: the entity is gone") from e
-            return False
+            else:
+                client.delete_entity(pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError:
+            pass  # gone already (the SDK usually swallows this itself)
         except AzureError as e:
             raise translate(e, f"delete in {table}") from e
 

@@ -80,9 +80,10 @@ class Index:
         if current is None or not current.get(TOMBSTONE) or current.get(STAMP) != stamp:
             return False
         try:
-            return self.store.delete(self.table, pk, rk, etag=current.etag)
+            self.store.delete(self.table, pk, rk, etag=current.etag)
+            return True
         except ConflictError:
-            return False
+            return False  # rewritten since we read it: not ours to collect
 
     # -- read ------------------------------------------------------------------------------
     def resolve_filters(self, filters: Mapping[str, Any]) -> list[tuple[str, str]]:

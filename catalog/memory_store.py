@@ -62,19 +62,16 @@ class MemoryTableStore:
             merged = {**(found[0] if found else {}), **entity}
             self._put(table, merged)
 
-    def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> bool:
+    def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
         with self._lock:
             keys, rows = self._partition(table, pk)
             found = rows.get(rk)
             if found is None:
-                if etag is not None:
-                    raise ConflictError("entity is gone")
-                return False
+                return  # as Azure's SDK: deleting what is gone is not an error
             if etag is not None and found[1] != etag:
                 raise ConflictError("entity changed")
             del rows[rk]
             keys.pop(bisect_left(keys, rk))
-            return True
 
     def query(self, table: str, pk: str, *, rk_gt: str | None = None, rk_ge: str | None = None,
               rk_lt: str | None = None, equals: Mapping[str, Any] | None = None,
@@ -101,7 +98,9 @@ class MemoryTableStore:
             raise StorageError("a batch holds 1-100 entities of one partition")
         with self._lock:
             rows = self._partition(table, entities[0]["PartitionKey"])[1]
-            if any(e["RowKey"] in rows for e in entities) or len({e["RowKey"] for e in entities}) != len(entities):
+            if len({e["RowKey"] for e in entities}) != len(entities):
+                raise StorageError("an entity can appear only once in a batch")
+            if any(e["RowKey"] in rows for e in entities):
                 raise ConflictError("an entity of the batch already exists")
             for e in entities:
                 self._put(table, e)

@@ -34,8 +34,8 @@ class TableStore(Protocol):
     def merge(self, table: str, entity: Mapping[str, Any]) -> None:
         """Insert-or-merge, unconditionally."""
 
-    def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> bool:
-        """Delete (only if `etag` matches, when given). False if it did not exist; ConflictError on mismatch."""
+    def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
+        """Delete (only if `etag` matches, when given; ConflictError if not). A missing entity is no error."""
 
     def query(self, table: str, pk: str, *, rk_gt: str | None = None, rk_ge: str | None = None,
               rk_lt: str | None = None, equals: Mapping[str, Any] | None = None,

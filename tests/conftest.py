@@ -33,3 +33,22 @@ def unique_name(prefix: str = "t") -> str:
 @pytest.fixture
 def table_name() -> str:
     return unique_name("t")
+
+
+@pytest.fixture(scope="session")
+def azure_table_store(storage_connection):
+    from azure.data.tables import TableServiceClient
+
+    from catalog.azure_store import CLIENT_OPTIONS, AzureTableStore
+
+    return AzureTableStore(TableServiceClient.from_connection_string(storage_connection, **CLIENT_OPTIONS))
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def store(request):
+    """Every table store the catalog has: the contract and property suites run on each."""
+    if request.param == "memory":
+        from catalog.memory_store import MemoryTableStore
+
+        return MemoryTableStore()
+    return request.getfixturevalue("azure_table_store")

@@ -1,0 +1,219 @@
+"""WAL, apply, sweep, checkpoint, query and tombstones, on every store (memory and Azurite)."""
+from datetime import timedelta
+
+import pytest
+
+from catalog.errors import EntryError, TransientStorageError, ValidationError
+from catalog.index import TOMBSTONE
+from catalog.keys import record_keys
+from catalog.memory_store import MemoryQueue
+from catalog.wal import HEADER, SERVER_TIMEOUT, SHARDS, PendingEntry, parse_operation_id, shard_partition
+from tests.helpers import SCHEMA, FaultyStore, StepClock, make_service
+
+
+def rec(i, **extra):
+    return {"sku": f"s{i}", "category": "cat", "name": f"n{i:03d}", **extra}
+
+
+def all_wal(svc):
+    return [e for s in range(SHARDS) for e in svc.wal.store.query(svc.wal.table, shard_partition(s))]
+
+
+class Spy:
+    """Counts calls (and keeps kwargs) on a store."""
+
+    def __init__(self, inner):
+        self.inner, self.calls, self.rows_read = inner, [], {}
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            result = attr(*args, **kwargs)
+            if name == "query":
+                result = list(result)
+                self.rows_read[args[0]] = self.rows_read.get(args[0], 0) + len(result)
+            return result
+        return call
+
+
+def test_wal_keys_are_unique_time_ordered_and_spread_over_shards(store):
+    svc = make_service(store, queue=MemoryQueue("q"))
+    ops = [svc.submit([rec(i)]).operation for i in range(40)]
+    assert len(set(ops)) == 40 and ops == sorted(ops)
+    shards = {parse_operation_id(op) for op in ops}
+    assert len(shards) > 1, "every write landed in one WAL partition"
+    entries = [e for e in all_wal(svc) if e["kind"] != HEADER]
+    assert len(entries) == 40 and len({e["RowKey"] for e in entries}) == 40
+
+
+def test_bulk_is_logged_as_transactions_with_a_bounded_server_timeout(store):
+    spy = Spy(store)
+    svc = make_service(spy, queue=MemoryQueue("q"))
+    spy.calls.clear()
+    accepted = svc.submit([rec(i) for i in range(250)])
+    writes = [(name, args, kw) for name, args, kw in spy.calls if args and args[0] == svc.wal.table
+              and name in ("insert", "insert_batch")]
+    assert [name for name, _, _ in writes] == ["insert_batch"] * 3
+    assert [len(args[1]) for _, args, _ in writes] == [100, 100, 51]  # 250 entries + the header, last
+    assert all(kw.get("timeout") == SERVER_TIMEOUT for _, _, kw in writes)
+    assert writes[-1][1][1][-1]["kind"] == HEADER
+    header, entries = svc.wal.read_operation(accepted.operation)
+    assert header["count"] == 250 and len(entries) == 250
+
+
+def test_queue_message_applies_the_operation_and_marks_it(store):
+    queue = MemoryQueue("q")
+    svc = make_service(store, queue=queue)
+    accepted = svc.submit([rec(1), rec(2)])
+    assert svc.operation(accepted.operation)["status"] == "pending"
+    assert svc.query({"category": "cat"}).items == []
+    svc.apply_message(queue.messages[0])
+    assert svc.operation(accepted.operation)["status"] == "applied"
+    assert [r["name"] for r in svc.query({"category": "cat"}).items] == ["n001", "n002"]
+
+
+def test_query_is_one_partition_with_and_filters_range_limit_and_continuation(store):
+    svc = make_service(store)
+    svc.submit([rec(i, category="even" if i % 2 == 0 else "odd") for i in range(30)], apply_now=True)
+    svc.submit([{"sku": "s4", "category": "other", "name": "n004"}], apply_now=True)  # same sku, other identity
+    spy = Spy(svc.index.store)
+    svc.index.store = spy
+    page = svc.query({"sku": "s4", "category": "even"})
+    assert [name for name, *_ in spy.calls] == ["query"]
+    assert page.items == [rec(4, category="even")]
+    names, token = [], None
+    while True:
+        page = svc.query({"category": "even"}, row_from="n004", row_to="n020", limit=3, continuation=token)
+        names += [r["name"] for r in page.items]
+        token = page.continuation
+        if not token:
+            break
+    assert names == [f"n{i:03d}" for i in range(4, 21, 2)]
+    with pytest.raises(ValidationError, match="continuation"):
+        svc.query({"category": "odd"}, continuation=svc.query({"category": "even"}, limit=1).continuation)
+    with pytest.raises(ValidationError, match="not an index key"):
+        svc.query({"name": "n001"})
+    with pytest.raises(ValidationError, match="at least one"):
+        svc.query({})
+    with pytest.raises(ValidationError, match="limit"):
+        svc.query({"sku": "s1"}, limit=0)
+
+
+def test_sweep_applies_what_the_queue_missed_and_respects_the_settle_window(store):
+    clock = StepClock(step=timedelta(seconds=1))
+    svc = make_service(store, queue=MemoryQueue("q"), clock=clock, settle=timedelta(seconds=30))
+    first = svc.submit([rec(1)])
+    clock.now += timedelta(seconds=60)
+    second = svc.submit([rec(2)])
+    result = svc.sweep(clock.now + timedelta(seconds=1))  # second is younger than the settle window
+    assert result.entries == 1
+    assert svc.operation(first.operation)["status"] == "applied"
+    assert svc.operation(second.operation)["status"] == "pending"
+    assert svc.sweep(clock.now + timedelta(seconds=31)).entries == 1
+    assert svc.health(clock.now + timedelta(seconds=31))["pending"] == 0
+
+
+def test_checkpoint_advances_per_shard_and_never_moves_back(store):
+    svc = make_service(store)
+    assert svc.wal.advance("checkpoint", 3, "20260101T000000000000Z") == "20260101T000000000000Z"
+    assert svc.wal.advance("checkpoint", 3, "20250101T000000000000Z") == "20260101T000000000000Z"
+    assert svc.wal.checkpoint(3) == "20260101T000000000000Z" and svc.wal.checkpoint(4) == ""
+
+
+def test_sweep_cost_follows_the_entries_after_the_checkpoint(store):
+    clock = StepClock()
+    svc = make_service(store, clock=clock)
+    svc.submit([rec(i) for i in range(50)], apply_now=True)
+    svc.sweep(clock.now + timedelta(seconds=1))
+    clock.now += timedelta(seconds=2)  # later writes carry later stamps than that sweep's cutoff
+    svc.submit([rec(100)], apply_now=False)
+    spy = Spy(svc.wal.store)
+    svc.wal.store = spy
+    svc.materializer.wal.store = spy
+    svc.sweep(clock.now + timedelta(seconds=1))
+    assert svc.query({"sku": "s100"}).items == [rec(100)]
+    assert spy.rows_read[svc.wal.table] == 2  # the new operation's header and entry, not the 50 before the checkpoint
+
+
+def test_an_entry_that_cannot_be_applied_is_recorded_and_blocks_nothing(store):
+    clock = StepClock()
+    queue = MemoryQueue("q")
+    svc = make_service(store, queue=queue, clock=clock)
+    good1 = svc.submit([rec(1)])
+    # A corrupt entry, as a bug or a hand edit could leave it, logged between two good ones.
+    bad, shard = svc.wal.new_operation_id()
+    entities = svc.wal.entry_entities(bad, [PendingEntry("put", b"{not json")])
+    svc.wal.append([*entities, svc.wal.header_entity(bad, 1, "put")])
+    good2 = svc.submit([rec(2)])
+    with pytest.raises(EntryError):
+        svc.apply_message(f'{{"op": "{bad}"}}')  # the queue path raises: the message will be retried
+    result = svc.sweep(clock.now + timedelta(seconds=1))
+    assert result.failed == 1 and result.entries == 2
+    assert svc.operation(bad)["status"] == "failed" and "not JSON" in svc.operation(bad)["error"]
+    assert svc.operation(good1.operation)["status"] == svc.operation(good2.operation)["status"] == "applied"
+    assert svc.wal.checkpoint(shard) > bad
+    health = svc.health(clock.now)
+    assert health["failed_operations"] == 1 and health["latest_failures"][0]["operation"] == bad
+    assert len(svc.query({"category": "cat"}).items) == 2
+
+
+def test_transient_error_stops_the_shard_at_the_last_finished_operation(store):
+    clock = StepClock()
+    svc = make_service(store, clock=clock)
+    first = svc.submit([rec(1)])
+    second = svc.submit([rec(2)])
+    shard2 = parse_operation_id(second.operation)
+    # Make the index refuse the second operation's writes transiently.
+    faulty = FaultyStore(svc.index.store, svc.index.table, fail_on={2, 3, 4, 5},
+                         exc=TransientStorageError("503 server busy"))
+    svc.index.store = faulty
+    result = svc.sweep(clock.now + timedelta(seconds=1))
+    stopped = result.stopped_shards
+    assert stopped, "the injected 503 must stop a shard"
+    assert svc.wal.checkpoint(stopped[0]) < (second.operation if shard2 in stopped else first.operation)
+    svc.index.store = faulty.inner
+    svc.sweep(clock.now + timedelta(seconds=1))
+    assert {r["name"] for r in svc.query({"category": "cat"}).items} == {"n001", "n002"}
+    assert svc.operation(second.operation)["status"] == "applied"
+
+
+def test_tombstones_are_hidden_then_collected_after_retention(store):
+    clock = StepClock()
+    svc = make_service(store, clock=clock, retention=timedelta(days=1))
+    svc.submit([rec(1)], apply_now=True)
+    svc.delete({"sku": "s1"}, apply_now=True)
+    keys = record_keys(SCHEMA, rec(1))
+    pk = keys.partition_keys[0]
+    tomb = store.get(svc.index.table, pk, keys.row_key)
+    assert tomb[TOMBSTONE] is True and svc.query({"sku": "s1"}).items == []
+    svc.sweep(clock.now + timedelta(hours=1))
+    assert store.get(svc.index.table, pk, keys.row_key) is not None  # inside retention: kept
+    svc.sweep(clock.now + timedelta(days=2))
+    assert store.get(svc.index.table, pk, keys.row_key) is None
+    assert store.get(svc.index.table, keys.partition_keys[1], keys.row_key) is None
+
+
+def test_an_older_put_never_overwrites_a_newer_delete(store):
+    clock = StepClock()
+    svc = make_service(store, queue=MemoryQueue("q"), clock=clock)
+    put = svc.submit([rec(1)])
+    delete = svc.delete({"sku": "s1"}, apply_now=True)  # resolves against an empty index: 0 matched
+    assert delete.count == 0
+    svc.apply_message(f'{{"op": "{put.operation}"}}')
+    gone = svc.delete({"sku": "s1"})
+    svc.apply_message(f'{{"op": "{gone.operation}"}}')
+    svc.apply_message(f'{{"op": "{put.operation}"}}')  # a late duplicate of the older put
+    assert svc.query({"sku": "s1"}).items == []
+
+
+def test_operation_ids_are_validated(store):
+    svc = make_service(store)
+    with pytest.raises(ValidationError):
+        svc.operation("../../etc")
+    from catalog.errors import NotFoundError
+    with pytest.raises(NotFoundError):
+        svc.operation("20260101T000000000000Z-01abcdefabcd")
