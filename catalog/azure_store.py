@@ -175,10 +175,19 @@ class AzureTableStore:
         except AzureError as e:
             raise translate(e, f"delete table {table}") from e
 
-    def scan_table(self, table: str, *, page_size: int | None = None) -> Iterator[Entity]:
-        """Every entity of the table, in (PartitionKey, RowKey) order, paged by the service."""
+    def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
+                   page_size: int | None = None) -> Iterator[Entity]:
+        """Every entity of the table (optionally a PartitionKey range), in key order, paged by the service."""
+        clauses, params = [], {}
+        for op, name, value in (("ge", "pk_ge", pk_ge), ("lt", "pk_lt", pk_lt)):
+            if value is not None:
+                clauses.append(f"PartitionKey {op} @{name}")
+                params[name] = value
         try:
-            for e in self._client(table).list_entities(results_per_page=page_size):
+            client = self._client(table)
+            pages = (client.query_entities(" and ".join(clauses), parameters=params, results_per_page=page_size)
+                     if clauses else client.list_entities(results_per_page=page_size))
+            for e in pages:
                 yield _entity(e)
         except AzureError as e:
             raise translate(e, f"scan {table}") from e

@@ -110,10 +110,12 @@ class MemoryTableStore:
         with self._lock:
             return [Entity(p, t) for part in self._table(table).values() for _, (p, t) in sorted(part[1].items())]
 
-    def scan_table(self, table: str, *, page_size: int | None = None) -> Iterator[Entity]:
-        """Every entity of the table, in (PartitionKey, RowKey) order (a snapshot, like a paged scan)."""
+    def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
+                   page_size: int | None = None) -> Iterator[Entity]:
+        """Every entity of the table (optionally a PartitionKey range), in key order (a snapshot)."""
         with self._lock:
-            snapshot = [Entity(p, t) for _, part in sorted(self._table(table).items())
+            snapshot = [Entity(p, t) for pk, part in sorted(self._table(table).items())
+                        if (pk_ge is None or pk >= pk_ge) and (pk_lt is None or pk < pk_lt)
                         for _, (p, t) in sorted(part[1].items())]
         yield from snapshot
 

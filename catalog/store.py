@@ -46,8 +46,10 @@ class TableStore(Protocol):
                      timeout: int | None = None) -> None:
         """Insert entities of one partition atomically (an entity-group transaction, <= 100)."""
 
-    def scan_table(self, table: str, *, page_size: int | None = None) -> Iterator[Entity]:
-        """Every entity of the table, in (PartitionKey, RowKey) order (operations tools: verify, export)."""
+    def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
+                   page_size: int | None = None) -> Iterator[Entity]:
+        """Every entity of the table (with pk_ge <= PartitionKey < pk_lt, when given), in (PartitionKey,
+        RowKey) order: for operations tools (verify, export, reindex), never on a request path."""
 
 
 class MessageQueue(Protocol):
