@@ -149,8 +149,8 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-module function 'app/function.bicep' = {
-  name: 'function'
+module functionApp 'app/function.bicep' = {
+  name: 'functionApp'
   params: {
     name: functionAppName
     planName: 'plan-${resourceToken}'
@@ -181,9 +181,9 @@ module function 'app/function.bicep' = {
 // azd reads these into the environment (.azure/<env>/.env). None is a secret.
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
-output AZURE_FUNCTION_NAME string = function.outputs.name
-output SERVICE_API_NAME string = function.outputs.name
-output SERVICE_API_URI string = 'https://${function.outputs.defaultHostName}'
+output AZURE_FUNCTION_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output SERVICE_API_URI string = 'https://${functionApp.outputs.defaultHostName}'
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_TABLE_URI string = storage.outputs.tableServiceUri
 output AZURE_STORAGE_QUEUE_URI string = storage.outputs.queueServiceUri

@@ -211,7 +211,7 @@ def test_identity_based_host_storage_settings():
     assert settings[f"{STORAGE_SETTING}__clientId"] == "identityClientId"
     for suffix in ("blobServiceUri", "queueServiceUri", "tableServiceUri"):
         assert settings[f"{STORAGE_SETTING}__{suffix}"] == suffix  # the module parameter of that name
-        assert accessor(bicep("main.bicep")["modules"]["function"]["config"]["params"][suffix]) == [
+        assert accessor(bicep("main.bicep")["modules"]["functionApp"]["config"]["params"][suffix]) == [
             "storage", "outputs", suffix]
 
 
@@ -219,7 +219,7 @@ def infra_catalog_values() -> dict[str, str]:
     """The CATALOG_* values an `azd up` with an empty environment deploys, followed from the app
     setting through main.bicep's module parameters to main.parameters.json or the parameter default."""
     main = bicep("main.bicep")
-    module_params = main["modules"]["function"]["config"]["params"]
+    module_params = main["modules"]["functionApp"]["config"]["params"]
     azd = azd_parameters()
     values: dict[str, str] = {}
 
@@ -280,7 +280,7 @@ def test_tables_and_queues_are_the_ones_the_app_is_configured_with():
 def test_app_runs_as_the_user_assigned_identity_for_storage_and_deployment():
     main = bicep("main.bicep")
     assert main["resources"]["appIdentity"]["type"] == "Microsoft.ManagedIdentity/userAssignedIdentities"
-    function = main["modules"]["function"]["config"]["params"]
+    function = main["modules"]["functionApp"]["config"]["params"]
     assert accessor(function["identityId"]) == ["appIdentity", "id"]
     assert accessor(function["identityClientId"]) == ["appIdentity", "properties", "clientId"]
     site = resource("app/function.bicep", "site")
@@ -378,7 +378,7 @@ def test_azd_deploys_the_repo_root_as_a_python_function_app_tagged_with_its_serv
     assert azure["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
     main = bicep("main.bicep")
     assert main["variables"]["serviceName"]["value"] == "api"
-    assert main["modules"]["function"]["config"]["params"]["serviceName"] == "serviceName"
+    assert main["modules"]["functionApp"]["config"]["params"]["serviceName"] == "serviceName"
     tags = resource("app/function.bicep", "site")["tags"]["function"]
     assert tags["type"] == "union" and tags["parameters"]["arg_2"] == {"'azd-service-name'": "serviceName"}
 
