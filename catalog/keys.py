@@ -146,11 +146,11 @@ class RecordKeys:
 
 def record_keys(schema, record: Mapping[str, Any]) -> RecordKeys:
     """Compute a record's identity and index keys. Raises ValidationError if a key field is unusable."""
-    texts: dict[str, str] = {}
-    for field in schema.key_fields:
-        if field not in record:
-            raise ValidationError(f"missing required field {field!r}", field=field)
-        texts[field] = normalize(value_text(record[field], field), schema.case_sensitive)
+    missing = [f for f in dict.fromkeys((*schema.index_keys, schema.row_key)) if f not in record]
+    if missing:
+        names = ", ".join(map(repr, missing))
+        raise ValidationError(f"missing required field{'s' if len(missing) > 1 else ''} {names}", field=missing[0])
+    texts = {f: normalize(value_text(record[f], f), schema.case_sensitive) for f in schema.key_fields}
     ordered = tuple(texts[f] for f in schema.key_fields)
     rk = row_key(texts[schema.row_key], fingerprint(ordered))
     pks = tuple(partition_key(f, texts[f]) for f in schema.index_keys)

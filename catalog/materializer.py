@@ -103,7 +103,7 @@ class Materializer:
                 failures.append((entry.stamp, str(e)))
         result.failed = len(failures)
         if failures:
-            reason = "; ".join(f"{stamp}: {why}" for stamp, why in failures[:5])
+            reason = "; ".join(why for _, why in failures[:5])  # each names its entry
             if len(failures) > 5:
                 reason += f"; and {len(failures) - 5} more"
             if final:

@@ -52,3 +52,33 @@ def store(request):
 
         return MemoryTableStore()
     return request.getfixturevalue("azure_table_store")
+
+
+APP_SCHEMA_ENV = {"CATALOG_INDEX_KEYS": "sku,category", "CATALOG_ROW_KEY": "name"}
+
+
+@pytest.fixture
+def app_env(monkeypatch, storage_connection):
+    """Settings for function_app.py pointing at fresh tables and queues on the session's Azurite."""
+    table = unique_name("t")
+    env = {"AzureWebJobsStorage": storage_connection, "CATALOG_TABLE": table, **APP_SCHEMA_ENV,
+           "CATALOG_SWEEP_SCHEDULE": "0 */1 * * * *"}
+    for name in ("CATALOG_STORAGE", "CATALOG_WAL_TABLE", "CATALOG_QUEUE", "CATALOG_CASE_SENSITIVE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+_functions_cache: dict = {}
+
+
+@pytest.fixture
+def functions(app_env):
+    """The user functions function_app.py registers, by name (get_functions() works once per app)."""
+    if not _functions_cache:
+        import function_app
+
+        for fn in function_app.app.get_functions():
+            _functions_cache[fn.get_function_name()] = fn
+    return _functions_cache

@@ -1,0 +1,146 @@
+"""Azure Functions app (Python v2 model): a thin edge over catalog.service.
+
+Each trigger parses its input, calls one service method and maps the result or error to a
+response (DESIGN §7). Storage, validation and the apply logic live in catalog/.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import azure.functions as func
+
+from catalog import api
+from catalog.bootstrap import service_for
+from catalog.errors import NotFoundError, ValidationError
+from catalog.service import CatalogService, records_from_body
+from catalog.settings import CATALOG_STORAGE, STORAGE_SETTING, Settings
+
+# Fail at start-up, naming the setting, if the configuration is wrong (no I/O here).
+Settings.from_env(os.environ)
+# The queue lives in the catalog's storage: CATALOG_STORAGE when set, else the host's.
+QUEUE_CONNECTION = CATALOG_STORAGE if any(k == CATALOG_STORAGE or k.startswith(CATALOG_STORAGE + "__")
+                                          for k in os.environ if os.environ[k]) else STORAGE_SETTING
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+log = logging.getLogger("function_app")
+
+
+def service() -> CatalogService:
+    return service_for(os.environ)
+
+
+def json_response(status: int, body, headers: dict | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status,
+                             mimetype="application/json", charset="utf-8", headers=headers)
+
+
+def error_response(error: Exception) -> func.HttpResponse:
+    status, body, headers = api.problem_for(error)
+    if status >= 500:
+        log.exception("request failed: %s", error)
+    return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status,
+                             mimetype=api.PROBLEM_JSON, charset="utf-8", headers=headers)
+
+
+def accepted(result, count_name: str) -> func.HttpResponse:
+    body = {"operation": result.operation, "status": result.status, count_name: result.count}
+    return json_response(202, body, {"Location": result.location})
+
+
+@app.route(route="records", methods=["POST"])
+def post_records(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        records, _ = records_from_body(api.parse_body(req.get_body()))
+        return accepted(service().submit(records), "records")
+    except Exception as e:
+        return error_response(e)
+
+
+@app.route(route="records", methods=["GET"])
+def get_records(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        svc = service()
+        q = api.parse_query(req.params, svc.schema)
+        page = svc.query(q.pop("filters"), **q)
+        return json_response(200, {"items": page.items, "continuation": page.continuation})
+    except Exception as e:
+        return error_response(e)
+
+
+@app.route(route="records", methods=["DELETE"])
+def delete_records(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        svc = service()
+        q = api.parse_query(req.params, svc.schema, paging=False)
+        return accepted(svc.delete(q.pop("filters"), **q), "matched")
+    except Exception as e:
+        return error_response(e)
+
+
+@app.route(route="operations/{id}", methods=["GET"])
+def get_operation(req: func.HttpRequest) -> func.HttpResponse:
+    op_id = req.route_params.get("id", "")
+    try:
+        return json_response(200, service().operation(op_id))
+    except ValidationError:  # not even the shape of an operation id
+        return error_response(NotFoundError(f"no operation {op_id!r}"))
+    except Exception as e:
+        return error_response(e)
+
+
+@app.route(route="schema", methods=["GET"])
+def get_schema(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return json_response(200, service().schema_view())
+    except Exception as e:
+        return error_response(e)
+
+
+@app.route(route="health", methods=["GET"])
+def get_health(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return json_response(200, service().health())
+    except Exception as e:
+        return error_response(e)
+
+
+# `admin/...` routes are reserved by the Functions host (they clash with its admin API).
+@app.route(route="manage/recover", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+def post_recover(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        result = service().recover(req.params.get("since") or None)
+        return json_response(200, {"operations": result.operations, "entries": result.entries,
+                                   "failed": result.failed, "changed": result.changed,
+                                   "stopped_shards": result.stopped_shards})
+    except Exception as e:
+        return error_response(e)
+
+
+@app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def get_openapi(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return json_response(200, api.openapi(Settings.from_env(os.environ).schema))
+    except Exception as e:
+        return error_response(e)
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%CATALOG_QUEUE%", connection=QUEUE_CONNECTION)
+def apply_wal_message(msg: func.QueueMessage) -> None:
+    """Apply the WAL entries the message names. Raising makes the host retry it, then poison it."""
+    service().apply_message(msg.get_body().decode("utf-8"))
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%CATALOG_QUEUE%-poison", connection=QUEUE_CONNECTION)
+def fail_poison_message(msg: func.QueueMessage) -> None:
+    """A message the host gave up on: one last try, then what fails is recorded on the operation."""
+    service().apply_poison(msg.get_body().decode("utf-8"))
+
+
+@app.timer_trigger(arg_name="timer", schedule="%CATALOG_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def sweep_wal(timer: func.TimerRequest) -> None:
+    result = service().sweep()
+    log.info("sweep: %d operations, %d entries applied, %d failed, %d tombstones collected, shards stopped %s",
+             result.operations, result.entries, result.failed, result.tombstones_collected,
+             result.stopped_shards)
