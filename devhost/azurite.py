@@ -109,3 +109,66 @@ class Azurite:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# Azurite's well-known ports, which "UseDevelopmentStorage=true" points at.
+DEFAULT_ENDPOINTS = Endpoints(blob_port=10000, queue_port=10001, table_port=10002)
+
+
+def start_or_reuse(location: Path, endpoints: Endpoints = DEFAULT_ENDPOINTS,
+                   log: Path | None = None) -> Azurite | None:
+    """Start Azurite on ``endpoints`` unless something already listens on all three ports.
+
+    Returns the started Azurite (the caller stops it) or None when an existing one is reused.
+    """
+    ports = [endpoints.blob_port, endpoints.queue_port, endpoints.table_port]
+    busy = [p for p in ports if port_open(p, endpoints.host)]
+    if len(busy) == len(ports):
+        return None
+    if busy:
+        raise AzuriteError(
+            f"ports {busy} on {endpoints.host} are in use but not all of {ports}: "
+            "something other than Azurite may be listening; stop it or free those ports")
+    return Azurite(location, endpoints, log=log).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m devhost.azurite``: run Azurite in the foreground until Ctrl-C / SIGTERM."""
+    import argparse
+    import sys
+    import threading
+
+    parser = argparse.ArgumentParser(prog="python -m devhost.azurite", description=main.__doc__)
+    parser.add_argument("--location", default=".azurite", help="data folder (default: .azurite)")
+    parser.add_argument("--default-ports", action="store_true",
+                        help="listen on 10000-10002 (UseDevelopmentStorage=true), reusing a running "
+                             "Azurite there; without it, free ports are picked")
+    args = parser.parse_args(argv)
+    location = Path(args.location)
+    try:
+        if args.default_ports:
+            az = start_or_reuse(location, log=location / "azurite.log")
+            endpoints = DEFAULT_ENDPOINTS
+        else:
+            az = Azurite(location, log=location / "azurite.log").start()
+            endpoints = az.endpoints
+    except AzuriteError as e:
+        print(f"azurite: {e}", file=sys.stderr)
+        return 1
+    if az is None:
+        print(f"azurite: already listening on {endpoints.host}:10000-10002; reusing it")
+        return 0
+    print(f"azurite: running, data in {location}\n{endpoints.connection_string}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if az.proc is not None and az.proc.poll() is not None:
+            print(f"azurite: exited with {az.proc.returncode}", file=sys.stderr)
+            return 1
+    az.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
