@@ -24,6 +24,7 @@ MAX_DELETE_MATCHES = 10_000
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 BULK_KEY = "records"
+MAX_EMBEDDED_MESSAGE = 40 * 1024  # queue messages hold 64 KiB of base64, 48 KiB of text
 
 
 @dataclass(frozen=True)
@@ -133,30 +134,58 @@ class CatalogService:
             entries = [WalEntry(shard, e["RowKey"], op_id, e["kind"], e) for e in entities]
             self.materializer.apply_entries(op_id, entries, header, final=True)
             return Accepted(op_id, APPLIED, len(pending))
-        self._enqueue(op_id)
+        self._enqueue(op_id, entities)
         return Accepted(op_id, PENDING, len(pending))
 
-    def _enqueue(self, op_id: str) -> None:
+    def _enqueue(self, op_id: str, entities: list[dict]) -> None:
         if self.queue is None:
             return
+        message: dict[str, Any] = {"op": op_id}
+        # Small operations travel inside the message (a copy of what the WAL holds), so applying
+        # them needs no WAL read; larger ones are read from the WAL by id.
+        embedded = [[e["RowKey"].rsplit("-", 1)[1], e["kind"], codec.join_chunks(e).decode("utf-8", "surrogatepass")]
+                    for e in entities]
+        text = json.dumps({**message, "e": embedded}, ensure_ascii=False)
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_EMBEDDED_MESSAGE:
+            text = json.dumps(message)
         try:
-            self.queue.send(json.dumps({"op": op_id}))
+            self.queue.send(text)
         except Exception as e:  # the WAL has it: the sweep applies it, the request still succeeds
             log.warning("operation %s: enqueue failed (%s); the timer sweep will apply it", op_id, e)
 
     # -- apply path ----------------------------------------------------------------------------
     @staticmethod
-    def operation_of_message(text: str) -> str:
+    def parse_message(text: str) -> tuple[str, list[list] | None]:
         try:
-            op_id = json.loads(text)["op"]
+            message = json.loads(text)
+            op_id = message["op"]
             parse_operation_id(op_id)
-            return op_id
-        except (ValueError, KeyError, TypeError, ValidationError) as e:
+            embedded = message.get("e")
+            if embedded is not None and not (isinstance(embedded, list) and
+                                             all(isinstance(x, list) and len(x) == 3 for x in embedded)):
+                raise ValueError("bad embedded entries")
+            return op_id, embedded
+        except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as e:
             raise EntryError(f"queue message is not a catalog message: {text[:200]!r}") from e
+
+    @classmethod
+    def operation_of_message(cls, text: str) -> str:
+        return cls.parse_message(text)[0]
 
     def apply_message(self, text: str) -> ApplyResult:
         """Queue trigger: raises if an entry cannot be applied, so the message is retried."""
-        return self.materializer.apply_operation(self.operation_of_message(text))
+        op_id, embedded = self.parse_message(text)
+        if embedded is None:
+            return self.materializer.apply_operation(op_id)
+        shard = parse_operation_id(op_id)
+        entries = []
+        for seq, kind, data in embedded:
+            rk = f"{op_id}-{seq}"
+            entity = {"PartitionKey": shard_partition(shard), "RowKey": rk, "kind": kind,
+                      **codec.chunk_properties(str(data).encode("utf-8", "surrogatepass"))}
+            entries.append(WalEntry(shard, rk, op_id, kind, entity))
+        # The HTTP path always logs a header: mark it once applied.
+        return self.materializer.apply_entries(op_id, entries, {"status": PENDING})
 
     def apply_poison(self, text: str, reason: str | None = None) -> ApplyResult | None:
         """Poison trigger: one last try; what still fails is recorded on the operation."""

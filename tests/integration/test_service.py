@@ -1,4 +1,5 @@
 """WAL, apply, sweep, checkpoint, query and tombstones, on every store (memory and Azurite)."""
+import json
 from datetime import timedelta
 
 import pytest
@@ -217,3 +218,21 @@ def test_operation_ids_are_validated(store):
     from catalog.errors import NotFoundError
     with pytest.raises(NotFoundError):
         svc.operation("20260101T000000000000Z-01abcdefabcd")
+
+
+def test_small_operations_travel_in_the_message_large_ones_by_reference(store):
+    queue = MemoryQueue("q")
+    svc = make_service(store, queue=queue)
+    small = svc.submit([rec(1)])
+    large = svc.submit([rec(i, blob="x" * 1000) for i in range(2, 60)])
+    small_msg, large_msg = (json.loads(m) for m in queue.messages)
+    assert small_msg["op"] == small.operation and len(small_msg["e"]) == 1
+    assert large_msg == {"op": large.operation}
+    spy = Spy(svc.wal.store)
+    svc.wal.store = spy
+    svc.apply_message(queue.messages[0])
+    assert spy.rows_read.get(svc.wal.table, 0) == 0  # applied from the message alone
+    svc.apply_message(queue.messages[1])
+    assert spy.rows_read[svc.wal.table] == 59  # header + 58 entries read from the WAL
+    assert len(svc.query({"category": "cat"}, limit=None).items) == 59
+    assert svc.operation(small.operation)["status"] == svc.operation(large.operation)["status"] == "applied"
