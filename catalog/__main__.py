@@ -10,8 +10,8 @@ def main(argv: list[str] | None = None) -> int:
         # The dev host lives outside catalog/ because it needs azure.functions.
         from devhost.serve import main as serve_main
         return serve_main(argv[1:])
-    print("usage: python -m catalog serve [--port 7071]", file=sys.stderr)
-    return 2
+    from .cli import main as cli_main
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
