@@ -123,9 +123,9 @@ def format_reindex(v: dict) -> str:
                                                              if v["resumed_after"] else "")
              + f", {_n(v['index_entities_changed'])} index entities written in {_seconds(v['seconds'])}",
              f"  state: {v['state']}, up to {v['until']}"]
-    if v["records_replaced_by_source_identity"]:
-        lines.append(f"  {_n(v['records_replaced_by_source_identity'])} earlier versions removed (same source "
-                     "identity, other keys)")
+    if v["records_removed_by_source_identity"]:
+        lines.append(f"  {_n(v['records_removed_by_source_identity'])} records removed by a later put or delete of "
+                     "their source identity")
     for u in v["unindexable_samples"]:
         lines.append(f"  cannot index {u['wal_stamp']}: {u['reason']}")
     lines.extend(f"note: {n}" for n in v["notes"])

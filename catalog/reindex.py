@@ -62,7 +62,7 @@ class ReindexReport:
     def view(self) -> dict[str, Any]:
         return {"table": self.table, "schema": self.schema.describe(), "source_schema": self.source.describe(),
                 "until": self.until, "resumed_after": self.resumed_after, "entries": self.entries,
-                "index_entities_changed": self.changed, "records_replaced_by_source_identity": self.removed,
+                "index_entities_changed": self.changed, "records_removed_by_source_identity": self.removed,
                 "unindexable_entries": self.unindexable, "unindexable_samples": self.unindexable_samples,
                 "state": self.state, "seconds": round(self.seconds, 3), "notes": self.notes}
 
