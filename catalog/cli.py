@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import CatalogError, SchemaMismatchError, SettingsError, StorageError, ValidationError
+from .errors import CatalogError, NotFoundError, SchemaMismatchError, SettingsError, StorageError, ValidationError
 from .progress import NO_PROGRESS, Progress, ProgressBar
 from .settings import Schema, Settings, parse_bool
 
@@ -184,10 +184,18 @@ class Context:
 
         return Settings.from_env(load_env(self.args.settings, self.env, self.cwd))
 
-    def service(self):
+    def service(self, *, create: bool = False):
+        """The service on the configured tables. Only commands that write (`create`) may start a new
+        catalog: a read-only command with a mistyped setting must not create tables or lock a schema."""
         from .bootstrap import build_service
 
-        return build_service(self.settings())
+        settings = self.settings()
+        service = build_service(settings, ensure=False)
+        if not create and service.wal.persisted_schema() is None:
+            raise NotFoundError(f"no catalog in WAL table {settings.wal_table!r} of {settings.storage!r}: nothing "
+                                "has been written with these settings (check CATALOG_TABLE, CATALOG_WAL_TABLE and "
+                                "the storage setting)")
+        return service.ensure()
 
     def progress(self) -> Progress:
         if self.args.no_progress:
@@ -240,10 +248,13 @@ def cmd_reindex(ctx: Context) -> int:
 
 
 def cmd_import(ctx: Context) -> int:
-    from .transfer import import_file
+    from .transfer import detect_format, import_file
 
     a = ctx.args
-    service = ctx.service()
+    detect_format(a.file, a.format)  # a wrong name or format fails before storage is contacted
+    if not Path(a.file).is_file():
+        raise FileNotFoundError(2, "no such file", a.file)
+    service = ctx.service(create=True)
     report = import_file(service, a.file, fmt=a.format, apply_now=a.apply, batch_size=a.batch_size,
                          rejected_path=a.rejected, progress=ctx.progress())
     ctx.emit(report.view(), format_import)
@@ -473,6 +484,8 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
             return _fail(ctx, "settings", f"setting {e}")
         if isinstance(e, SchemaMismatchError):
             return _fail(ctx, "schema", str(e))
+        if isinstance(e, NotFoundError):
+            return _fail(ctx, "not_found", str(e))
         if isinstance(e, StorageError):
             return _fail(ctx, "storage", f"storage error: {e}")
         if isinstance(e, (ValidationError, CatalogError)):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from azure.data.tables import TableServiceClient
 
 from catalog import codec
 from catalog.bootstrap import build_service
@@ -89,6 +90,7 @@ def test_status_json_shows_pending_failed_and_queue_counts(run, env, tmp_path):
 def test_status_json_in_a_subprocess(env, tmp_path):
     """The installed entry point, as an operator runs it: settings from local.settings.json, overridden
     by the environment."""
+    service(env)  # the catalog exists (the function app or an import would have created it)
     (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
         **env, "CATALOG_INDEX_KEYS": "wrong", "CATALOG_CASE_SENSITIVE": False}}))
     proc_env = {k: v for k, v in os.environ.items() if not k.startswith(("CATALOG_", "AzureWebJobs"))}
@@ -241,6 +243,15 @@ def test_missing_setting_is_named_without_a_traceback(run, env):
     assert code == 2 and json.loads(out)["kind"] == "settings" and "AzureWebJobsStorage" in err
 
 
+@pytest.mark.parametrize("command", ["status", "verify", "export", "recover"])
+def test_read_only_commands_do_not_create_a_catalog(run, env, command):
+    """A mistyped CATALOG_TABLE must not create tables or lock a schema."""
+    code, out, err = run(command)
+    assert code == 2 and "no catalog in WAL table" in err and env["CATALOG_TABLE"] in err
+    tables = TableServiceClient.from_connection_string(env["AzureWebJobsStorage"])
+    assert [t.name for t in tables.list_tables() if t.name.startswith(env["CATALOG_TABLE"])] == []
+
+
 def test_unreachable_storage_is_one_line_and_exit_2(run, env):
     closed = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
               "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;")
@@ -250,6 +261,7 @@ def test_unreachable_storage_is_one_line_and_exit_2(run, env):
 
 
 def test_settings_file_option(run, env, tmp_path):
+    service(env)
     settings = tmp_path / "elsewhere.json"
     settings.write_text(json.dumps({"Values": env}))
     code, out, _ = run("status", "--json", "--settings", str(settings), env_override={})
@@ -264,8 +276,12 @@ def test_every_command_has_help_with_examples(run, command):
     assert code == 0 and "examples:" in out and "--json" in out
 
 
-def test_usage_errors_exit_2(run):
+def test_usage_errors_exit_2(run, tmp_path):
     assert run()[0] == 2
+    code, _, err = run("import", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "missing.jsonl" in err
+    code, _, err = run("import", str(tmp_path / "records.txt"))
+    assert code == 2 and "--format" in err
     assert run("frobnicate")[0] == 2
     assert run("reindex")[0] == 2  # --to is required
 
@@ -300,3 +316,18 @@ def test_progress_bar_only_on_a_terminal():
     bar.advance(5)
     bar.end()
     assert pipe.getvalue() == ""
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64])
+def test_json_reader_is_exact_whatever_the_window(monkeypatch, chunk):
+    import catalog.transfer as transfer
+
+    monkeypatch.setattr(transfer, "CHUNK", chunk)
+    rows = list(transfer.read_json(io.StringIO('[\n 1, 2345,\n {"a": [1, 2], "b": "]},"},\n "x"\n]\n')))
+    assert [(r.line, r.record) for r in rows] == [(2, 1), (2, 2345), (3, {"a": [1, 2], "b": "]},"}), (4, "x")]
+    assert [r.record for r in transfer.read_json(io.StringIO('{"a": 1}\n{"b": 2}\n'))] == [{"a": 1}, {"b": 2}]
+    assert list(transfer.read_json(io.StringIO("[]"))) == []
+    for broken, line in (('[1,\n2\n3]', 3), ('[1, 2', 1), ('[1] x', 1), ('[1,,2]', 1)):
+        with pytest.raises(transfer.MalformedFileError) as e:
+            list(transfer.read_json(io.StringIO(broken)))
+        assert e.value.line == line, broken
