@@ -214,7 +214,7 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
     per_identity: Counter = Counter()
     rewrite: dict[str, _Expected] = {}
     force: dict[str, list[tuple[str, str | None, str]]] = defaultdict(list)
-    extras: list[tuple[str, str, str | None, str]] = []
+    extras: list[tuple[str, str, str | None, str, bool]] = []
     progress.begin("verify: reading the index", None, "entities")
     for e in store.scan_table(index.table, page_size=1000):
         pk, rk = e["PartitionKey"], e["RowKey"]
@@ -232,12 +232,12 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
         if exp is None:
             if since is None:
                 report.add(Drift("extra", pk, rk, stamp or None, None, "no WAL entry explains it"))
-                extras.append((pk, rk, e.etag, stamp))
+                extras.append((pk, rk, e.etag, stamp, True))
             continue
         if pk not in exp.pks:
             report.add(Drift("extra", pk, rk, stamp or None, exp.stamp,
                              "the record has no such index partition under the schema"))
-            extras.append((pk, rk, e.etag, stamp))
+            extras.append((pk, rk, e.etag, stamp, False))
             continue
         exp.seen |= 1 << exp.pks.index(pk)
         problem = _compare(exp, e, stamp)
@@ -299,9 +299,11 @@ def _repair(service: CatalogService, report: VerifyReport, rewrite: dict[str, _E
     wal, index, store = service.wal, service.index, service.wal.store
     repaired = 0
     progress.begin("verify: repairing", len(extras) + len(rewrite), "fixes")
-    for pk, rk, etag, stamp in extras:
+    for pk, rk, etag, stamp, unknown_identity in extras:
         progress.advance()
-        if stamp and read_entry(wal, stamp) is not None:
+        # An identity the scan never saw, whose stamp names a WAL entry after all, was written
+        # while the WAL was being read: not extra.
+        if unknown_identity and stamp and read_entry(wal, stamp) is not None:
             report.repair_skipped.append(f"{pk!r}/{rk!r}: its stamp {stamp} names a WAL entry written during "
                                          "the scan; run verify again")
             continue

@@ -10,7 +10,7 @@ from catalog import codec
 from catalog.bootstrap import build_service
 from catalog.cli import main
 from catalog.index import STAMP, TOMBSTONE
-from catalog.keys import record_keys
+from catalog.keys import partition_key, record_keys
 from catalog.settings import Settings
 from catalog.store import Entity
 from tests.helpers import unique
@@ -123,3 +123,19 @@ def test_operations_still_pending_are_not_drift(run, svc):
     code, _ = run("recover")
     code, report = run("verify", "--json")
     assert code == 0 and report["pending"] == 0 and report["index_entities"] == 6
+
+
+def test_an_entity_in_a_partition_the_record_does_not_have_is_extra(run, svc):
+    record = {"sku": "s", "category": "c", "name": "n"}
+    svc.submit([record], apply_now=True)
+    copy = dict(entity(svc, record, "sku"))
+    copy["PartitionKey"] = partition_key("category", "elsewhere")  # a record under a value it does not have
+    svc.wal.store.insert(svc.index.table, copy)
+    assert svc.query_all({"category": "elsewhere"}) == [record]
+
+    code, report = run("verify", "--json")
+    assert code == 1 and report["extra"] == 1 and report["samples"][0]["value"] == "elsewhere"
+    code, report = run("verify", "--repair", "--json")
+    assert code == 0 and report["repaired"] == 1
+    assert svc.query_all({"category": "elsewhere"}) == [] and svc.query_all({"category": "c"}) == [record]
+    assert run("verify", "--json")[0] == 0
