@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -23,14 +24,7 @@ from .settings import Schema, Settings, parse_bool
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 MAIN_EPILOG = """\
-commands:
-  status    schema, WAL checkpoints and lag, pending and failed operations, queue depths
-  verify    compare the index table with the WAL; --repair fixes what differs
-  reindex   build an index table from the WAL (the way to change the schema)
-  import    load records from JSON Lines, a JSON array or CSV
-  export    write every current record as JSON Lines
-  recover   apply the WAL from the checkpoints (or from a time) now
-  serve     run the function app locally (python -m catalog serve --help)
+also: python -m catalog serve [--help] runs the function app locally (the dev host).
 
 settings: the Functions app's own (AzureWebJobsStorage or CATALOG_STORAGE, CATALOG_TABLE,
 CATALOG_INDEX_KEYS, CATALOG_ROW_KEY, ...), read from the Values of ./local.settings.json when
@@ -308,6 +302,19 @@ def _positive(text: str) -> int:
     return value
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps one-line paragraphs to the terminal; keeps paragraphs written on several lines (examples) as they are."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            if "\n" in paragraph.strip("\n"):
+                paragraphs.append("\n".join(indent + line for line in paragraph.splitlines()))
+            else:
+                paragraphs.append(textwrap.fill(paragraph, width, initial_indent=indent, subsequent_indent=indent))
+        return "\n\n".join(paragraphs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("common options")
@@ -320,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-v", "--verbose", action="store_true", help="log what the catalog does to stderr")
     g.add_argument("--traceback", action="store_true", help="on an error, show the Python traceback too")
 
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = _HelpFormatter
     parser = argparse.ArgumentParser(prog="catalog", description="Operate an az-table-catalog deployment.",
                                      epilog=MAIN_EPILOG, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", metavar="command")
