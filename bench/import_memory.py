@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: `catalog import` streams a large file in bounded memory, and how fast it loads.
 
-    scripts/bootstrap && .venv/bin/python bench/import_memory.py [--records 100000] [--compare 5000]
+    scripts/bootstrap && .venv/bin/python bench/import_memory.py [--records 100000] [--compare 3000]
 
 Not a test: it prints one markdown table and checks one target, the import's peak RSS under 300 MB.
 
@@ -86,7 +86,7 @@ def client_loop(path: str, count: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=100_000, help="records in the imported file")
-    parser.add_argument("--compare", type=int, default=5_000,
+    parser.add_argument("--compare", type=int, default=3_000,
                         help="records for the applied import and the TableCatalogClient.insert loop")
     parser.add_argument("--client-loop", nargs=2, metavar=("FILE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
