@@ -194,6 +194,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
+    def __getattr__(self, name: str):
+        # Any other method (TRACE, CONNECT, ...) is routed too, so a known route answers 405 with
+        # Allow, as the Functions host does, instead of the stdlib's 501.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             chunks = []
