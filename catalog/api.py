@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from . import codec
-from .errors import (CatalogError, NotFoundError, SchemaMismatchError, SettingsError, TransientStorageError,
-                     ValidationError)
+from .errors import (CatalogError, IndexNotBuiltError, NotFoundError, SchemaMismatchError, SettingsError,
+                     TransientStorageError, ValidationError)
 from .service import DEFAULT_LIMIT, MAX_BULK_RECORDS, MAX_DELETE_MATCHES, MAX_LIMIT
 from .settings import Schema
 
@@ -34,7 +34,7 @@ def problem_for(error: Exception) -> tuple[int, dict, dict[str, str]]:
         return 404, problem(404, "Not found", str(error)), {}
     if isinstance(error, TransientStorageError):
         return 503, problem(503, "Storage busy", str(error)), {"Retry-After": "5"}
-    if isinstance(error, (SettingsError, SchemaMismatchError)):
+    if isinstance(error, (SettingsError, SchemaMismatchError, IndexNotBuiltError)):
         return 500, problem(500, "Misconfigured", str(error)), {}
     if isinstance(error, CatalogError):
         return 502, problem(502, "Storage error", str(error)), {}

@@ -21,7 +21,7 @@ from azure.core.exceptions import (
 from azure.data.tables import EntityProperty, TableServiceClient, UpdateMode
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from .errors import ConflictError, StorageError, TransientStorageError
+from .errors import ConflictError, StorageError, TableNotFoundError, TransientStorageError
 from .settings import StorageConfig
 from .store import Entity
 
@@ -40,6 +40,9 @@ def translate(e: Exception, what: str) -> Exception:
         return TransientStorageError(f"{what}: storage unreachable: {e}")
     if isinstance(e, HttpResponseError) and e.status_code in _TRANSIENT_STATUS:
         return TransientStorageError(f"{what}: storage answered {e.status_code} {e.reason}")
+    code = getattr(e, "error_code", None)
+    if isinstance(e, HttpResponseError) and getattr(code, "value", code) == "TableNotFound":
+        return TableNotFoundError(f"{what}: the table does not exist")
     if isinstance(e, HttpResponseError):
         code = getattr(e, "error_code", None)
         return StorageError(f"{what}: storage answered {e.status_code} {code or e.reason}: {e.message}")

@@ -185,7 +185,7 @@ class Context:
 
         settings = self.settings()
         service = build_service(settings, ensure=False)
-        if not create and service.wal.persisted_schema() is None:
+        if not create and not service.wal.schema_locks():
             raise NotFoundError(f"no catalog in WAL table {settings.wal_table!r} of {settings.storage!r}: nothing "
                                 "has been written with these settings (check CATALOG_TABLE, CATALOG_WAL_TABLE and "
                                 "the storage setting)")

@@ -47,12 +47,20 @@ class SchemaMismatchError(CatalogError):
         )
 
 
+class IndexNotBuiltError(CatalogError):
+    """The configured index table is new to a WAL that already feeds another: it must be built first."""
+
+
 class NotFoundError(CatalogError):
     """The thing asked for does not exist. HTTP 404."""
 
 
 class StorageError(CatalogError):
     """Storage failed in a way the catalog does not handle itself."""
+
+
+class TableNotFoundError(StorageError):
+    """The table does not exist (yet)."""
 
 
 class TransientStorageError(StorageError):

@@ -6,7 +6,7 @@ import threading
 from bisect import bisect_left, insort
 from typing import Any, Iterator, Mapping, Sequence
 
-from .errors import ConflictError, StorageError
+from .errors import ConflictError, StorageError, TableNotFoundError
 from .store import Entity
 
 
@@ -20,7 +20,7 @@ class MemoryTableStore:
         try:
             return self._tables[table]
         except KeyError:
-            raise StorageError(f"table {table!r} does not exist") from None
+            raise TableNotFoundError(f"table {table!r} does not exist") from None
 
     def _partition(self, table: str, pk: str):
         return self._table(table).setdefault(pk, ([], {}))

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 from . import codec
-from .errors import CatalogError, EntryError, RecordTooLargeError, ValidationError
+from .errors import (CatalogError, EntryError, IndexNotBuiltError, RecordTooLargeError, SchemaMismatchError,
+                     ValidationError)
 from .index import Index, Page, STAMP, TOMBSTONE
 from .keys import record_keys
 from .materializer import ApplyResult, Materializer
@@ -63,12 +64,39 @@ class CatalogService:
     def ensure(self) -> "CatalogService":
         """Create the tables and queues if needed and lock (or check) the schema."""
         self.wal.create()
-        self.wal.lock_schema(self.schema)
+        self._check_index_table()
         self.index.create()
         for q in (self.queue, self.poison_queue):
             if q is not None:
                 q.create()
         return self
+
+    def _check_index_table(self) -> None:
+        """Lock this index table's schema, refusing a table the WAL's history never reached.
+
+        A table is fit to serve if it is already locked with this schema, or the WAL is new, or
+        `catalog reindex` built it from this WAL under this schema. Switching CATALOG_TABLE to an
+        empty table would otherwise silently serve a catalog without its past."""
+        table = self.index.table
+        if self.wal.schema_lock(table) is None:
+            from .operations import READY, read_index_meta  # the CLI's record of a rebuilt table
+
+            self.index.create()
+            built = read_index_meta(self.wal.store, table)
+            others = sorted(t for t in self.wal.schema_locks() if t != table.lower())
+            if built is not None:
+                if built.state != READY or built.wal_table.lower() != self.wal.table.lower():
+                    raise IndexNotBuiltError(
+                        f"index table {table} is not ready: reindex left it {built.state!r} from WAL table "
+                        f"{built.wal_table!r}; finish `python -m catalog reindex --to {table}` first")
+                if built.schema != self.schema:
+                    raise SchemaMismatchError(self.schema, built.schema)
+            elif others:
+                raise IndexNotBuiltError(
+                    f"index table {table} is new, but WAL table {self.wal.table} already feeds {', '.join(others)}: "
+                    f"build it from the WAL first (python -m catalog reindex --to {table} "
+                    f"--index-keys ... --row-key ...), then point CATALOG_TABLE at it")
+        self.wal.lock_schema(self.schema, table)
 
     # -- write path --------------------------------------------------------------------------
     def validate(self, records: Sequence[Any]) -> list[PendingEntry]:
@@ -114,8 +142,9 @@ class CatalogService:
             if len(pending) == MAX_DELETE_MATCHES:
                 raise ValidationError(f"the filter matches more than {MAX_DELETE_MATCHES} records: narrow it "
                                       "(for example with row_from/row_to) and delete in parts")
-            identity = {f: record[f] for f in self.schema.key_fields}
-            pending.append(PendingEntry(DELETE, codec.dumps(identity)))
+            # The whole record, not only its key fields: a rebuild under another schema can still
+            # tell which record this delete removed.
+            pending.append(PendingEntry(DELETE, codec.dumps(record)))
         return self._log(pending, action=DELETE, apply_now=apply_now)
 
     def _log(self, pending: list[PendingEntry], *, action: str, apply_now: bool) -> Accepted:

@@ -5,7 +5,8 @@ Layout of the WAL table:
   its header, RowKey `<op id>` (so it sorts just before its entries). The op id starts with the
   acceptance time, so RowKeys sort by acceptance time and an entry's RowKey is its *stamp*: the
   total order the index converges to.
-- `meta`: the persisted schema (`schema`) and each shard's checkpoint (`checkpoint-wal07`) and
+- `meta`: the schema locked for each index table it feeds (`schema-<table>`), each shard's
+  checkpoint (`checkpoint-wal07`) and
   tombstone-collection mark (`collected-wal07`).
 - `failed`: one entity per operation that had an entry the catalog could not apply.
 
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import codec
-from .errors import ConflictError, NotFoundError, SchemaMismatchError, ValidationError
+from .errors import ConflictError, NotFoundError, SchemaMismatchError, TableNotFoundError, ValidationError
 from .settings import Schema
 from .store import Entity, TableStore
 
@@ -96,11 +97,15 @@ class WalEntry:
 @dataclass(frozen=True)
 class PendingEntry:
     kind: str
-    data: bytes  # JSON: the record for PUT, its key fields for DELETE
+    data: bytes  # JSON: the record for PUT, the deleted record (at least its key fields) for DELETE
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _schema_of(e: Mapping[str, Any]) -> Schema:
+    return Schema(tuple(json.loads(e["index_keys"])), e["row_key"], bool(e["case_sensitive"]))
 
 
 class Wal:
@@ -113,26 +118,38 @@ class Wal:
     def create(self) -> None:
         self.store.create_table(self.table)
 
-    def lock_schema(self, schema: Schema) -> Schema:
-        """Persist the schema on first use; refuse a different one later (SchemaMismatchError)."""
-        wanted = {"PartitionKey": META, "RowKey": SCHEMA_ROW, "index_keys": json.dumps(list(schema.index_keys)),
-                  "row_key": schema.row_key, "case_sensitive": schema.case_sensitive,
-                  "shards": SHARDS, "version": SCHEMA_VERSION}
+    def schema_lock(self, index_table: str) -> Schema | None:
+        """The schema locked for one index table fed by this WAL, if any."""
+        e = self.store.get(self.table, META, f"{SCHEMA_ROW}-{index_table.lower()}")
+        return _schema_of(e) if e is not None else None
+
+    def schema_locks(self) -> dict[str, Schema]:
+        """Every index table this WAL feeds, with its locked schema."""
+        prefix = f"{SCHEMA_ROW}-"
+        try:
+            return {e["RowKey"][len(prefix):]: _schema_of(e)
+                    for e in self.store.query(self.table, META, rk_ge=prefix, rk_lt=f"{SCHEMA_ROW}.")}
+        except TableNotFoundError:
+            return {}
+
+    def lock_schema(self, schema: Schema, index_table: str) -> Schema:
+        """Persist the index table's schema on first use; refuse a different one later.
+
+        The lock is per index table: `catalog reindex` can build another table under a new schema
+        from the same WAL, and a deployment then switches to it (service.ensure checks that)."""
+        wanted = {"PartitionKey": META, "RowKey": f"{SCHEMA_ROW}-{index_table.lower()}",
+                  "index_keys": json.dumps(list(schema.index_keys)), "row_key": schema.row_key,
+                  "case_sensitive": schema.case_sensitive, "shards": SHARDS, "version": SCHEMA_VERSION,
+                  "locked": self.clock().isoformat()}
         try:
             self.store.insert(self.table, wanted)
             return schema
         except ConflictError:
             pass
-        persisted = self.persisted_schema()
+        persisted = self.schema_lock(index_table)
         if persisted != schema:
             raise SchemaMismatchError(schema, persisted)
         return schema
-
-    def persisted_schema(self) -> Schema | None:
-        e = self.store.get(self.table, META, SCHEMA_ROW)
-        if e is None:
-            return None
-        return Schema(tuple(json.loads(e["index_keys"])), e["row_key"], bool(e["case_sensitive"]))
 
     # -- append ----------------------------------------------------------------------------
     def new_operation_id(self) -> tuple[str, int]:

@@ -95,3 +95,10 @@ def test_large_binary_properties_round_trip(store, table):
     store.insert(table, {"PartitionKey": "p", "RowKey": "r", "d0": blob, "d1": blob[:10]})
     got = store.get(table, "p", "r")
     assert got["d0"] == blob and got["d1"] == blob[:10]
+
+
+def test_a_missing_table_is_reported_as_such(store):
+    from catalog.errors import TableNotFoundError
+
+    with pytest.raises(TableNotFoundError):
+        list(store.query(unique("missing"), "p"))

@@ -11,6 +11,7 @@ from catalog import codec
 from catalog.bootstrap import build_service
 from catalog.cli import main
 from catalog.index import STAMP, TOMBSTONE, Index
+from catalog.errors import SchemaMismatchError
 from catalog.keys import SEP
 from catalog.operations import read_index_meta, wal_items
 from catalog.reindex import reindex
@@ -177,3 +178,20 @@ def test_reindex_refuses_tables_it_must_not_touch(run, svc, env):
     assert code == 2 and "is being built with" in err
     code, _, err = run("reindex", "--to", "bad-name")
     assert code == 2 and "--to" in err
+
+
+def test_a_deployment_switches_to_a_reindexed_table_with_a_new_schema(run, svc, env):
+    svc.submit([{"sku": "a", "category": "c", "name": "1", "brand": "acme"}], apply_now=True)
+    target = unique("v")
+    switched = dict(env, CATALOG_TABLE=target, CATALOG_WAL_TABLE=svc.wal.table,
+                    CATALOG_INDEX_KEYS="sku,category,brand")
+    from catalog.errors import IndexNotBuiltError
+    with pytest.raises(IndexNotBuiltError, match="reindex"):
+        build_service(Settings.from_env(switched))  # not built yet: refused, nothing locked
+    assert set(svc.wal.schema_locks()) == {env["CATALOG_TABLE"].lower()}
+    assert run("reindex", "--to", target, "--index-keys", "sku,category,brand", "--until", now())[0] == 0
+    new = build_service(Settings.from_env(switched))  # the switch is accepted once the table is ready
+    assert new.query({"brand": "ACME"}).items == [{"sku": "a", "category": "c", "name": "1", "brand": "acme"}]
+    assert set(svc.wal.schema_locks()) == {env["CATALOG_TABLE"].lower(), target.lower()}
+    with pytest.raises(SchemaMismatchError):
+        build_service(Settings.from_env(dict(switched, CATALOG_INDEX_KEYS="sku,category")))

@@ -151,3 +151,14 @@ def test_recover_from_a_time_replays_into_a_wiped_index(client, storage_connecti
     result = client.recover("2000-01-01T00:00:00")
     assert result.entries == 6 and result.failed == 0
     assert [r["name"] for r in client.query({"category": "c"})] == ["n1", "n2", "n3", "n4"]
+
+
+def test_a_new_index_table_on_a_used_wal_must_be_built_first(storage_connection):
+    from catalog.errors import IndexNotBuiltError
+
+    table, wal = unique("t"), unique("w")
+    first = TableCatalogClient(storage_connection, table, wal, "sku,category", "name")
+    first.insert({"sku": "s", "category": "c", "name": "n"})
+    with pytest.raises(IndexNotBuiltError, match="reindex"):
+        TableCatalogClient(storage_connection, unique("t"), wal, "sku,category,colour", "name")
+    assert set(first.service.wal.schema_locks()) == {table.lower()}
