@@ -1,7 +1,7 @@
 // az-table-catalog on Azure Functions: one storage account (host + catalog), a Flex Consumption
 // Python function app running as a user-assigned identity, and Entra ID-only monitoring.
 // Deployed to a resource group: `azd up` (azd asks for or creates the group) or
-// `az deployment group create` (see docs/deploy.md). No key, SAS or connection string with a key
+// `az deployment group create` (see the README, "Deploy to Azure"). No key, SAS or connection string with a key
 // is created or output anywhere.
 targetScope = 'resourceGroup'
 
