@@ -128,6 +128,15 @@ class AzureTableStore:
         except AzureError as e:
             raise translate(e, f"merge into {table}") from e
 
+    def merge_batch(self, table: str, entities: Sequence[Mapping[str, Any]]) -> None:
+        client = self._client(table)
+        for start in range(0, len(entities), 100):
+            batch = entities[start:start + 100]
+            try:
+                client.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in batch])
+            except AzureError as e:
+                raise translate(e, f"batch merge into {table}") from e
+
     def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
         client = self._client(table)
         try:

@@ -15,6 +15,7 @@ _lock = threading.Lock()
 
 
 def build_service(settings: Settings, *, store=None, queue=None, poison_queue=None, ensure: bool = True,
+                  shard: int | None = None, deferred_marks: bool = False,
                   **materializer_options) -> CatalogService:
     """A CatalogService on Azure Storage (or the given store/queue), tables and queues created."""
     if store is None:
@@ -26,7 +27,8 @@ def build_service(settings: Settings, *, store=None, queue=None, poison_queue=No
     wal = Wal(store, settings.wal_table)
     index = Index(store, settings.table, settings.schema)
     materializer = Materializer(wal, index, settings.schema, **materializer_options)
-    service = CatalogService(settings.schema, wal, index, materializer, queue, poison_queue)
+    service = CatalogService(settings.schema, wal, index, materializer, queue, poison_queue, shard=shard,
+                             deferred_marks=deferred_marks)
     return service.ensure() if ensure else service
 
 

@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "resumes where it stopped when run again; run again later, it catches up with "
                                    "what was accepted since. The new table records its schema; point "
                                    "CATALOG_TABLE and CATALOG_INDEX_KEYS/CATALOG_ROW_KEY at it to switch, then run "
-                                   "it once more with --until the switch time (README, "Changing the schema").\n\n"
+                                   "it once more with --until the switch time (README: Changing the schema).\n\n"
                                    "Where the new schema identifies records by other fields, each entry of the "
                                    "current deployment still replaces its own record: the new table lists the "
                                    "same records as the old one.",

@@ -8,12 +8,14 @@ entry never blocks the others, and the schema lock is persisted with the tables.
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any, Mapping
 
 from .bootstrap import build_service
 from .errors import CatalogError
 from .materializer import ApplyResult
 from .settings import Settings
+from .wal import SHARDS
 
 
 class SchemaLockedError(CatalogError, RuntimeError):
@@ -32,7 +34,20 @@ class TableCatalogClient:
         from .azure_store import AzureTableStore
 
         store = service_options.pop("store", None) or AzureTableStore.from_config(self.settings.storage)
-        self.service = build_service(self.settings, store=store, queue=None, **service_options)
+        # One WAL shard per client, so its status marks batch up (the shards still spread the
+        # writes of many clients); marks are flushed on close() and at interpreter exit.
+        self.service = build_service(self.settings, store=store, queue=None, shard=secrets.randbelow(SHARDS),
+                                     deferred_marks=True, **service_options)
+
+    def close(self) -> None:
+        """Write what is buffered (status marks). The client stays usable."""
+        self.service.flush()
+
+    def __enter__(self) -> "TableCatalogClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @property
     def index_keys(self) -> list[str]:

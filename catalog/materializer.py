@@ -25,8 +25,8 @@ from .index import Index
 from .keys import record_keys
 from .settings import Schema
 from .store import Entity
-from .wal import (APPLIED, DELETE, FAILED_STATUS, HEADER, PENDING, PUT, SETTLE_WINDOW, SHARDS, Wal, WalEntry,
-                  ts)
+from .wal import (APPLIED, DELETE, FAILED_STATUS, PENDING, PUT, SETTLE_WINDOW, SHARDS, Wal, WalEntry,
+                  is_status_entity, ts)
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +110,14 @@ class Materializer:
                 log.error("operation %s: %d entries cannot be applied: %s", op_id, len(failures), reason)
                 self.wal.record_failure(op_id, failures[0][0], reason)
                 if header is not None:
-                    self.wal.mark(op_id, FAILED_STATUS, error=reason, failed=len(failures),
+                    self.wal.mark(op_id, FAILED_STATUS, row=header["RowKey"], error=reason, failed=len(failures),
                                   finished=self.clock().isoformat())
             else:
                 if header is not None:
-                    self.wal.mark(op_id, PENDING, last_error=reason)
+                    self.wal.mark(op_id, PENDING, row=header["RowKey"], last_error=reason)
                 raise EntryError(f"operation {op_id}: {reason}")
         elif mark and header is not None and header.get("status") != APPLIED:
-            self.wal.mark(op_id, APPLIED, finished=self.clock().isoformat())
+            self.wal.mark(op_id, APPLIED, row=header["RowKey"], finished=self.clock().isoformat())
         log.info("operation %s: applied %d entries (%d index entities changed)", op_id, result.entries,
                  result.changed)
         return result
@@ -218,6 +218,8 @@ def _groups(items: Iterable[Entity | WalEntry]):
         op_id = item_op
         if isinstance(item, WalEntry):
             entries.append(item)
+            if is_status_entity(item.entity):
+                header = item.entity  # a one-entry operation: entry and header in one entity
         else:
             header = item
         last = rk

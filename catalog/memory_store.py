@@ -62,6 +62,15 @@ class MemoryTableStore:
             merged = {**(found[0] if found else {}), **entity}
             self._put(table, merged)
 
+    def merge_batch(self, table: str, entities: Sequence[Mapping[str, Any]]) -> None:
+        if len({e["PartitionKey"] for e in entities}) > 1:
+            raise StorageError("a batch holds entities of one partition")
+        if len({e["RowKey"] for e in entities}) != len(entities):
+            raise StorageError("an entity can appear only once in a batch")
+        with self._lock:
+            for e in entities:
+                self.merge(table, e)
+
     def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
         with self._lock:
             keys, rows = self._partition(table, pk)

@@ -1,10 +1,14 @@
 """The use cases the Functions app, the library client and the CLI call. No storage SDK here."""
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import threading
+import time
+import weakref
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
 from . import codec
@@ -15,7 +19,7 @@ from .keys import record_keys
 from .materializer import ApplyResult, Materializer
 from .settings import Schema
 from .store import MessageQueue
-from .wal import (APPLIED, DELETE, HEADER, PENDING, PUT, SHARDS, WRITE_DEADLINE, PendingEntry, Wal, WalEntry,
+from .wal import (APPLIED, DELETE, HEADER, MAX_BATCH, PENDING, PUT, SHARDS, WRITE_DEADLINE, PendingEntry, Wal, WalEntry,
                   parse_operation_id, parse_time, shard_partition, time_of)
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,7 @@ MAX_DELETE_MATCHES = 10_000
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 BULK_KEY = "records"
+MARK_DELAY = timedelta(seconds=2)
 MAX_EMBEDDED_MESSAGE = 40 * 1024  # queue messages hold 64 KiB of base64, 48 KiB of text
 
 
@@ -51,15 +56,82 @@ def records_from_body(body: Any) -> tuple[list[Any], bool]:
     raise ValidationError(f"body must be a JSON object or an array of objects, not {type(body).__name__}")
 
 
+_live_buffers: "weakref.WeakSet[MarkBuffer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_marks_at_exit() -> None:
+    for buffer in list(_live_buffers):
+        buffer.flush(batched=False)
+
+
+class MarkBuffer:
+    """Status marks written in batches: one entity-group transaction per shard and up to 100 marks,
+    or whatever waited MARK_DELAY, whichever comes first."""
+
+    def __init__(self, wal: Wal):
+        self.wal = wal
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[dict]] = {}
+        self._oldest: float | None = None
+        _live_buffers.add(self)
+
+    def add(self, mark: dict) -> None:
+        with self._lock:
+            self._pending.setdefault(mark["PartitionKey"], []).append(mark)
+            self._oldest = self._oldest or time.monotonic()
+            full = [p for p, marks in self._pending.items() if len(marks) >= MAX_BATCH]
+            due = time.monotonic() - self._oldest >= MARK_DELAY.total_seconds()
+            batches = self._take(None if due else full)
+        self._write(batches)
+
+    def flush(self, *, batched: bool = True) -> None:
+        with self._lock:
+            batches = self._take(None)
+        if batched:
+            self._write(batches)
+            return
+        for mark in (m for batch in batches for m in batch):  # no SDK thread pool at interpreter exit
+            try:
+                self.wal.store.merge(self.wal.table, mark)
+            except CatalogError as e:
+                log.warning("could not write a status mark (%s); the sweep will", e)
+
+    def _take(self, partitions: list[str] | None) -> list[list[dict]]:
+        keys = list(self._pending) if partitions is None else partitions
+        batches = [self._pending.pop(p) for p in keys if p in self._pending]
+        if not self._pending:
+            self._oldest = None
+        return batches
+
+    def _write(self, batches: list[list[dict]]) -> None:
+        for batch in batches:
+            try:
+                self.wal.store.merge_batch(self.wal.table, batch)
+            except CatalogError as e:  # the sweep re-applies those operations and marks them
+                log.warning("could not write %d status marks (%s); the sweep will", len(batch), e)
+
+
 class CatalogService:
     def __init__(self, schema: Schema, wal: Wal, index: Index, materializer: Materializer,
-                 queue: MessageQueue | None, poison_queue: MessageQueue | None = None):
+                 queue: MessageQueue | None, poison_queue: MessageQueue | None = None, *,
+                 shard: int | None = None, deferred_marks: bool = False):
         self.schema = schema
         self.wal = wal
         self.index = index
         self.materializer = materializer
         self.queue = queue
         self.poison_queue = poison_queue
+        # The library pins its operations to one WAL shard and marks them applied in batches (an
+        # entity-group transaction per 100): a mark lost with the process only means the sweep
+        # applies that operation once more, which is a no-op.
+        self.shard = shard
+        self.marks = MarkBuffer(wal) if deferred_marks else None
+
+    def flush(self) -> None:
+        """Write the status marks still buffered (the library calls this on close and at exit)."""
+        if self.marks is not None:
+            self.marks.flush()
 
     def ensure(self) -> "CatalogService":
         """Create the tables and queues if needed and lock (or check) the schema."""
@@ -148,32 +220,41 @@ class CatalogService:
         return self._log(pending, action=DELETE, apply_now=apply_now)
 
     def _log(self, pending: list[PendingEntry], *, action: str, apply_now: bool) -> Accepted:
-        op_id, _ = self.wal.new_operation_id()
-        entities = self.wal.entry_entities(op_id, pending)
-        header = self.wal.header_entity(op_id, len(pending), action,
-                                        accepted=time_of(op_id).isoformat())
-        took = self.wal.append([*entities, header])
+        op_id, shard = self.wal.new_operation_id(self.shard)
+        accepted = time_of(op_id).isoformat()
+        if len(pending) == 1:
+            # One entity, one plain insert: the entry carries the operation's status itself.
+            entities = [self.wal.single_entity(op_id, pending[0], action, accepted=accepted)]
+            header = entities[0]
+        else:
+            entities = self.wal.entry_entities(op_id, pending)
+            header = self.wal.header_entity(op_id, len(pending), action, accepted=accepted)
+            entities.append(header)  # written last: present only if every entry is
+        took = self.wal.append(entities)
         if took > WRITE_DEADLINE.total_seconds():
             log.error("operation %s: WAL append took %.1fs, over the %ss deadline the sweep relies on; "
                       "the queue message still applies it (or run recover)", op_id, took,
                       WRITE_DEADLINE.total_seconds())
         log.info("operation %s: logged %d %s entries in %.3fs", op_id, len(pending), action, took)
+        entries = [WalEntry(shard, e["RowKey"], op_id, e["kind"], e) for e in entities if e["kind"] != HEADER]
         if apply_now or not pending:
-            shard = parse_operation_id(op_id)
-            entries = [WalEntry(shard, e["RowKey"], op_id, e["kind"], e) for e in entities]
-            self.materializer.apply_entries(op_id, entries, header, final=True)
+            deferred = self.marks is not None and bool(pending)
+            self.materializer.apply_entries(op_id, entries, header, final=True, mark=not deferred)
+            if deferred:
+                self.marks.add(self.wal.mark_entity(op_id, header["RowKey"], APPLIED,
+                                                    finished=self.wal.clock().isoformat()))
             return Accepted(op_id, APPLIED, len(pending))
-        self._enqueue(op_id, entities)
+        self._enqueue(op_id, entries)
         return Accepted(op_id, PENDING, len(pending))
 
-    def _enqueue(self, op_id: str, entities: list[dict]) -> None:
+    def _enqueue(self, op_id: str, entries: list[WalEntry]) -> None:
         if self.queue is None:
             return
         message: dict[str, Any] = {"op": op_id}
         # Small operations travel inside the message (a copy of what the WAL holds), so applying
         # them needs no WAL read; larger ones are read from the WAL by id.
-        embedded = [[e["RowKey"].rsplit("-", 1)[1], e["kind"], codec.join_chunks(e).decode("utf-8", "surrogatepass")]
-                    for e in entities]
+        embedded = [[e.stamp.rsplit("-", 1)[1], e.kind, codec.join_chunks(e.entity).decode("utf-8", "surrogatepass")]
+                    for e in entries]
         text = json.dumps({**message, "e": embedded}, ensure_ascii=False)
         if len(text.encode("utf-8", "surrogatepass")) > MAX_EMBEDDED_MESSAGE:
             text = json.dumps(message)
@@ -213,8 +294,9 @@ class CatalogService:
             entity = {"PartitionKey": shard_partition(shard), "RowKey": rk, "kind": kind,
                       **codec.chunk_properties(str(data).encode("utf-8", "surrogatepass"))}
             entries.append(WalEntry(shard, rk, op_id, kind, entity))
-        # The HTTP path always logs a header: mark it once applied.
-        return self.materializer.apply_entries(op_id, entries, {"status": PENDING})
+        # The write path always logs the operation's status: mark it once applied.
+        status = {"RowKey": self.wal.status_row(op_id, len(entries)), "status": PENDING}
+        return self.materializer.apply_entries(op_id, entries, status)
 
     def apply_poison(self, text: str, reason: str | None = None) -> ApplyResult | None:
         """Poison trigger: one last try; what still fails is recorded on the operation."""
@@ -268,7 +350,7 @@ class CatalogService:
             lag = (now - time_of(checkpoint)).total_seconds() if checkpoint else None
             shard_pending = 0
             for e in self.wal.store.query(self.wal.table, shard_partition(shard), rk_gt=checkpoint,
-                                          equals={"kind": HEADER, "status": PENDING}):
+                                          equals={"status": PENDING}):
                 shard_pending += 1
                 if oldest is None or e["RowKey"] < oldest:
                     oldest = e["RowKey"]

@@ -34,6 +34,9 @@ class TableStore(Protocol):
     def merge(self, table: str, entity: Mapping[str, Any]) -> None:
         """Insert-or-merge, unconditionally."""
 
+    def merge_batch(self, table: str, entities: Sequence[Mapping[str, Any]]) -> None:
+        """Insert-or-merge entities of one partition in entity-group transactions of up to 100."""
+
     def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
         """Delete (only if `etag` matches, when given; ConflictError if not). A missing entity is no error."""
 

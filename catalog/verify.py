@@ -35,7 +35,7 @@ from .keys import SEP, RecordKeys, decode_part, record_keys
 from .operations import IdentityRules, read_entry, read_index_meta, wal_items
 from .progress import NO_PROGRESS, Progress
 from .service import CatalogService
-from .wal import DELETE, PENDING, PUT, WalEntry, parse_time, ts
+from .wal import DELETE, PENDING, PUT, WalEntry, is_status_entity, parse_time, ts
 
 KINDS = ("missing", "extra", "stale")
 
@@ -168,6 +168,8 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
         if not isinstance(item, WalEntry):
             header_op, header_pending = item["RowKey"], item.get("status") == PENDING
             continue
+        if is_status_entity(item.entity):  # a one-entry operation: its entry is its header
+            header_op, header_pending = item.op_id, item.entity.get("status") == PENDING
         report.entries += 1
         progress.advance()
         # The header is written last: an entry without one belongs to an append still in flight.

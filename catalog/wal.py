@@ -104,6 +104,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def is_status_entity(e: Mapping[str, Any]) -> bool:
+    """An operation's header, or the single entry of a one-entry operation (it carries the status)."""
+    return e.get("kind") == HEADER or "status" in e
+
+
 def _schema_of(e: Mapping[str, Any]) -> Schema:
     return Schema(tuple(json.loads(e["index_keys"])), e["row_key"], bool(e["case_sensitive"]))
 
@@ -152,9 +157,20 @@ class Wal:
         return schema
 
     # -- append ----------------------------------------------------------------------------
-    def new_operation_id(self) -> tuple[str, int]:
-        shard = secrets.randbelow(SHARDS)
+    def new_operation_id(self, shard: int | None = None) -> tuple[str, int]:
+        shard = secrets.randbelow(SHARDS) if shard is None else shard
         return f"{ts(self.clock())}-{shard:02d}{secrets.token_hex(5)}", shard
+
+    @staticmethod
+    def status_row(op_id: str, count: int) -> str:
+        """The RowKey of the entity carrying an operation's status: an operation of exactly one entry
+        is one entity (entry and header together, one plain insert); others have a header row."""
+        return f"{op_id}-00000" if count == 1 else op_id
+
+    def single_entity(self, op_id: str, entry: PendingEntry, action: str, **extra: Any) -> dict:
+        header = self.header_entity(op_id, 1, action, **extra)
+        return {**self.entry_entities(op_id, [entry])[0],
+                **{k: v for k, v in header.items() if k not in ("PartitionKey", "RowKey", "kind")}}
 
     def entry_entities(self, op_id: str, entries: Sequence[PendingEntry]) -> list[dict]:
         shard = parse_operation_id(op_id)
@@ -196,18 +212,19 @@ class Wal:
         header, entries = None, []
         # "<op id>" then "<op id>-00000"...: "." sorts right after "-", so this is exactly the op.
         for e in self.store.query(self.table, shard_partition(shard), rk_ge=op_id, rk_lt=op_id + "."):
-            if e.get("kind") == HEADER:
+            if is_status_entity(e):
                 header = e
-            else:
+            if e.get("kind") != HEADER:
                 entries.append(self._entry(shard, e))
         return header, entries
 
     def header(self, op_id: str) -> Entity:
+        """The entity carrying the operation's status (its header, or its single entry)."""
         shard = parse_operation_id(op_id)
-        e = self.store.get(self.table, shard_partition(shard), op_id)
-        if e is None:
-            raise NotFoundError(f"no operation {op_id}")
-        return e
+        for e in self.store.query(self.table, shard_partition(shard), rk_ge=op_id, rk_lt=f"{op_id}-00001"):
+            if is_status_entity(e):
+                return e
+        raise NotFoundError(f"no operation {op_id}")
 
     def scan(self, shard: int, *, after: str = "", before: str | None = None) -> Iterator[Entity | WalEntry]:
         """Headers (raw entities) and entries of one shard with after < RowKey < before, in order."""
@@ -219,10 +236,13 @@ class Wal:
         return WalEntry(shard, rk, rk.rsplit("-", 1)[0], e.get("kind", ""), e)
 
     # -- operation status ------------------------------------------------------------------
-    def mark(self, op_id: str, status: str, **fields: Any) -> None:
-        shard = parse_operation_id(op_id)
-        self.store.merge(self.table, {"PartitionKey": shard_partition(shard), "RowKey": op_id,
-                                      "status": status, **fields})
+    def mark_entity(self, op_id: str, row: str, status: str, **fields: Any) -> dict:
+        return {"PartitionKey": shard_partition(parse_operation_id(op_id)), "RowKey": row, "status": status,
+                **fields}
+
+    def mark(self, op_id: str, status: str, *, row: str | None = None, **fields: Any) -> None:
+        """Set an operation's status on its status entity (`row`, default the header row)."""
+        self.store.merge(self.table, self.mark_entity(op_id, row or op_id, status, **fields))
 
     def record_failure(self, op_id: str, stamp: str, reason: str) -> None:
         self.store.merge(self.table, {"PartitionKey": FAILED, "RowKey": op_id, "stamp": stamp,

@@ -102,3 +102,12 @@ def test_a_missing_table_is_reported_as_such(store):
 
     with pytest.raises(TableNotFoundError):
         list(store.query(unique("missing"), "p"))
+
+
+def test_merge_batch_upserts_and_keeps_other_properties(store, table):
+    store.insert(table, {"PartitionKey": "p", "RowKey": "a", "keep": 1})
+    store.merge_batch(table, [{"PartitionKey": "p", "RowKey": rk, "status": "applied"} for rk in ("a", "b")])
+    a, b = store.get(table, "p", "a"), store.get(table, "p", "b")
+    assert (a["keep"], a["status"], b["status"]) == (1, "applied", "applied")
+    with pytest.raises(StorageError):
+        store.merge_batch(table, [{"PartitionKey": "p", "RowKey": "c"}, {"PartitionKey": "p", "RowKey": "c"}])

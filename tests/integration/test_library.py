@@ -162,3 +162,17 @@ def test_a_new_index_table_on_a_used_wal_must_be_built_first(storage_connection)
     with pytest.raises(IndexNotBuiltError, match="reindex"):
         TableCatalogClient(storage_connection, unique("t"), wal, "sku,category,colour", "name")
     assert set(first.service.wal.schema_locks()) == {table.lower()}
+
+
+def test_library_inserts_take_one_wal_write_and_batch_their_status_marks(client):
+    before = len(wal_entries(client))
+    for i in range(5):
+        client.insert({"sku": f"m{i}", "category": "marks", "name": "n"})
+    entries = wal_entries(client)
+    assert len(entries) - before == 5  # one entity per single-record operation: entry and status together
+    assert len({e["PartitionKey"] for e in entries[before:]}) == 1  # one shard per client: marks batch up
+    assert client.service.health()["pending"] == 5  # applied already, marks still buffered
+    assert len(client.query({"category": "marks"})) == 5
+    client.close()
+    assert client.service.health()["pending"] == 0
+    assert client.recover().operations == 0  # nothing left for the sweep to redo
