@@ -414,3 +414,13 @@ def test_no_key_sas_or_keyed_connection_string_in_infra_or_azure_yaml():
     found = [(p.relative_to(ROOT).as_posix(), pattern) for p in files for pattern in KEY_PATTERNS
              if pattern.lower() in p.read_text().lower()]
     assert found == []
+
+
+def test_readme_deploy_section_names_every_parameter():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deploy to Azure"):]
+    section = section[:section.index("\n## ", 5)]
+    params = re.findall(r"^param\s+(\w+)", (ROOT / "infra" / "main.bicep").read_text(), flags=re.M)
+    assert params, "main.bicep declares no parameter?"
+    missing = [p for p in params if f"`{p}`" not in section]
+    assert missing == [], f"README 'Deploy to Azure' does not describe: {missing}"
