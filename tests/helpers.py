@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from catalog import codec
 from catalog.index import Index, STAMP, TOMBSTONE
@@ -78,3 +80,16 @@ def visible_index(store, index: Index, partitions) -> dict[tuple[str, str], dict
             if not e[TOMBSTONE]:
                 out[(pk, e["RowKey"])] = codec.decode_payload(e)
     return out
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 15.0, what: str = "condition",
+               interval: float = 0.05) -> object:
+    """Poll `condition` until it returns something truthy (and return that); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

@@ -4,29 +4,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import requests
 
 from devhost.azurite import free_port
 from tests.conftest import APP_SCHEMA_ENV, unique_name
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 60.0, what: str = "condition",
-               interval: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 class ServedApp:

@@ -12,7 +12,8 @@ from catalog.bootstrap import build_service
 from catalog.settings import Settings
 from catalog.wal import PendingEntry
 from tests.conftest import APP_SCHEMA_ENV, unique_name
-from tests.e2e.conftest import ROOT, wait_until
+from tests.e2e.conftest import ROOT
+from tests.helpers import wait_until
 
 
 @pytest.fixture

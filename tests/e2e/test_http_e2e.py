@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.e2e.conftest import wait_until
+from tests.helpers import wait_until
 
 CATEGORIES = ["Tools", "Garden", "Kitchen", "O'Brien & Sons", "a/b#c?d"]
 

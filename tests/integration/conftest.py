@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import pytest
+
+from tests.helpers import unique
 
 TOY_APP = Path(__file__).resolve().parent.parent / "fixtures" / "toy_function_app.py"
 
@@ -15,18 +15,6 @@ TOY_APP = Path(__file__).resolve().parent.parent / "fixtures" / "toy_function_ap
 TEST_QUEUES = {"visibilityTimeout": "00:00:00", "maxPollingInterval": "00:00:00.500",
                "maxDequeueCount": 3, "batchSize": 4}
 NEVER = "0 0 0 1 1 *"  # a timer schedule that does not fire during a test
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def toy_queue_name() -> str:
@@ -55,3 +43,10 @@ def toy_host(storage_connection, tmp_path):
     yield start
     for h in hosts:
         h.stop()
+
+
+@pytest.fixture
+def env(storage_connection):
+    """App settings (DESIGN §9) for a fresh catalog on the session's Azurite: what the CLI reads."""
+    return {"AzureWebJobsStorage": storage_connection, "CATALOG_TABLE": unique("t"),
+            "CATALOG_INDEX_KEYS": "sku,category", "CATALOG_ROW_KEY": "name"}

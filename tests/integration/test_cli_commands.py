@@ -23,12 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def env(storage_connection):
-    return {"AzureWebJobsStorage": storage_connection, "CATALOG_TABLE": unique("t"),
-            "CATALOG_INDEX_KEYS": "sku,category", "CATALOG_ROW_KEY": "name"}
-
-
-@pytest.fixture
 def run(env, tmp_path, capsys):
     """run(*args, env=None) -> (exit status, stdout, stderr), in-process, in an empty directory."""
     def call(*args: str, env_override: dict | None = None):

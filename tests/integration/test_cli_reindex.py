@@ -24,12 +24,6 @@ NEW = Schema(("sku", "category", "brand"), "name")
 
 
 @pytest.fixture
-def env(storage_connection):
-    return {"AzureWebJobsStorage": storage_connection, "CATALOG_TABLE": unique("t"),
-            "CATALOG_INDEX_KEYS": "sku,category", "CATALOG_ROW_KEY": "name"}
-
-
-@pytest.fixture
 def run(env, tmp_path, capsys):
     def call(*args: str):
         code = main(list(args), env=env, cwd=tmp_path)

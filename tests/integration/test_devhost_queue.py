@@ -8,7 +8,7 @@ import time
 import requests
 from azure.storage.queue import QueueClient
 
-from tests.integration.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def b64(text: str) -> str:

@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from devhost.azurite import AzuriteError, Endpoints, free_port, start_or_reuse
-from tests.integration.conftest import TOY_APP, toy_queue_name, wait_until
+from tests.helpers import wait_until
+from tests.integration.conftest import TOY_APP, toy_queue_name
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import pytest
 
 from devhost import DevHost
 from devhost.settings import SettingsError
-from tests.integration.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def test_timer_fires_every_second(toy_host):
