@@ -262,3 +262,44 @@ def test_trigger_bindings_use_the_settings(functions, app_env):
     assert triggers["sweep_wal"].schedule == "%CATALOG_SWEEP_SCHEDULE%"
     auth = {name: str(getattr(t, "auth_level", "")) for name, t in triggers.items() if hasattr(t, "auth_level")}
     assert "ADMIN" in auth["post_recover"].upper() and "FUNCTION" in auth["post_records"].upper()
+
+
+def test_throttled_wal_write_is_a_503_problem_and_nothing_is_half_done(functions, app_env, storage_connection):
+    from catalog.errors import TransientStorageError
+    from tests.helpers import FaultyStore
+
+    service = svc(app_env)
+    real = service.wal.store
+    service.wal.store = FaultyStore(real, service.wal.table, fail_on={1},
+                                    exc=TransientStorageError("storage answered 503 ServerBusy"))
+    try:
+        resp, problem = call(functions, "post_records", "POST", body=rec(1))
+    finally:
+        service.wal.store = real
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    assert resp.mimetype == "application/problem+json" and "503" in problem["detail"]
+    assert wal_count(service) == 0 and queue_texts(app_env, storage_connection) == []
+    resp, body = call(functions, "post_records", "POST", body=rec(1))  # the client's retry
+    assert resp.status_code == 202
+
+
+def test_crash_between_bulk_transactions_loses_nothing_that_was_logged(functions, app_env, storage_connection):
+    from tests.helpers import Crash, FaultyStore
+
+    service = svc(app_env)
+    real = service.wal.store
+    service.wal.store = FaultyStore(real, service.wal.table, fail_on={2})  # the 2nd transaction dies
+    try:
+        resp, problem = call(functions, "post_records", "POST", body=[rec(i) for i in range(150)])
+    finally:
+        service.wal.store = real
+    assert resp.status_code == 500 and resp.mimetype == "application/problem+json"
+    assert wal_count(service) == 100  # the first transaction landed, without its header
+    assert queue_texts(app_env, storage_connection) == []
+    service.materializer.settle_window = timedelta(0)
+    functions["sweep_wal"].get_user_function()(TimerRequest(past_due=False))
+    assert len(service.query({"category": "c"}, limit=1000).items) == 100  # what was logged is applied
+    resp, body = call(functions, "post_records", "POST", body=[rec(i) for i in range(150)])  # the retry
+    assert resp.status_code == 202
+    deliver(functions, queue_texts(app_env, storage_connection)[-1])
+    assert len(service.query({"category": "c"}, limit=1000).items) == 150  # replaced, not duplicated
