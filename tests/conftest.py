@@ -10,6 +10,8 @@ import pytest
 
 from devhost.azurite import Azurite
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
@@ -77,8 +79,13 @@ _functions_cache: dict = {}
 def functions(app_env):
     """The user functions function_app.py registers, by name (get_functions() works once per app)."""
     if not _functions_cache:
-        import function_app
+        # A private copy of the module: the dev host (in other tests) loads and indexes its own,
+        # and get_functions() may run only once per app.
+        import importlib.util
 
-        for fn in function_app.app.get_functions():
+        spec = importlib.util.spec_from_file_location("function_app_under_test", ROOT / "function_app.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for fn in module.app.get_functions():
             _functions_cache[fn.get_function_name()] = fn
     return _functions_cache
