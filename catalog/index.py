@@ -17,7 +17,7 @@ from . import codec
 from .errors import ConflictError, TransientStorageError, ValidationError
 from .keys import RecordKeys, normalize, partition_key, row_range, value_text
 from .settings import Schema
-from .store import Entity, TableStore
+from .store import TableStore
 
 STAMP, TOMBSTONE = "s", "x"
 MAX_RACE_RETRIES = 10

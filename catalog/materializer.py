@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
 from . import codec
@@ -137,15 +137,19 @@ class Materializer:
             total.tombstones_collected = self.collect_tombstones(now)
         return total
 
-    def replay(self, since: datetime | None = None, now: datetime | None = None) -> ApplyResult:
+    def replay(self, since: datetime | None = None, now: datetime | None = None, *,
+               on_shard: Callable[[int], None] | None = None) -> ApplyResult:
         """Apply every entry after the checkpoint (or after `since`) up to now; checkpoints only advance
-        to the settled cutoff, and only where the replay covered everything after them."""
+        to the settled cutoff, and only where the replay covered everything after them.
+        `on_shard(shard)` is called after each shard (progress bars)."""
         now = now or self.clock()
         total = ApplyResult()
         for shard in range(SHARDS):
             after = ts(since) if since is not None else None
             total.add(self.sweep_shard(shard, after=after, before=ts(now) + "~",
                                        advance_limit=self.settled_cutoff(now), skip_finished=since is None))
+            if on_shard is not None:
+                on_shard(shard)
         return total
 
     def sweep_shard(self, shard: int, *, after: str | None = None, before: str,

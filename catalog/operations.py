@@ -26,7 +26,7 @@ from .progress import NO_PROGRESS, Progress
 from .service import CatalogService
 from .settings import Schema
 from .store import Entity, TableStore
-from .wal import DELETE, PUT, SHARDS, Wal, WalEntry, parse_operation_id, parse_time, shard_partition, ts
+from .wal import DELETE, PUT, SHARDS, Wal, WalEntry, parse_operation_id, parse_time, shard_partition
 
 LOCAL_SETTINGS = "local.settings.json"
 META_PARTITION = "meta"
@@ -75,20 +75,10 @@ def status(service: CatalogService, now: datetime | None = None, *, failures: in
 # -- recover -----------------------------------------------------------------------------------
 def recover(service: CatalogService, since: str | datetime | None = None, *, progress: Progress = NO_PROGRESS,
             now: datetime | None = None) -> ApplyResult:
-    """`CatalogService.recover`, shard by shard so a progress bar can follow it.
-
-    The loop is Materializer.replay's, unchanged: entries after the checkpoint (or `since`) up to
-    now, checkpoints advanced only to the settled cutoff and only where nothing was skipped."""
-    materializer = service.materializer
+    """`CatalogService.recover`, with a progress bar that follows the shards."""
     moment = parse_time(since) if since is not None else None
-    now = now or materializer.clock()
-    total = ApplyResult()
     progress.begin("recover", SHARDS, "shards")
-    for shard in range(SHARDS):
-        total.add(materializer.sweep_shard(shard, after=ts(moment) if moment else None, before=ts(now) + "~",
-                                           advance_limit=materializer.settled_cutoff(now),
-                                           skip_finished=moment is None))
-        progress.advance()
+    total = service.materializer.replay(moment, now, on_shard=lambda _: progress.advance())
     progress.end()
     return total
 

@@ -9,7 +9,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from . import codec
 from .errors import (CatalogError, EntryError, IndexNotBuiltError, RecordTooLargeError, SchemaMismatchError,

@@ -1,8 +1,6 @@
 """Session fixtures: one real Azurite on free ports for the whole run, fresh tables per test."""
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 from pathlib import Path
 

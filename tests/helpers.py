@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from catalog import codec
-from catalog.index import Index, STAMP, TOMBSTONE
+from catalog.index import Index, TOMBSTONE
 from catalog.materializer import Materializer
 from catalog.service import CatalogService
 from catalog.settings import Schema

@@ -13,7 +13,7 @@ from catalog.index import STAMP, TOMBSTONE
 from catalog.keys import partition_key, record_keys
 from catalog.settings import Settings
 from catalog.store import Entity
-from tests.helpers import unique
+
 
 
 @pytest.fixture

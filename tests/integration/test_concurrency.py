@@ -1,6 +1,5 @@
 """Writers, two appliers and a sweeper at once on Azurite: the index ends equal to the model (each
 identity's operation with the highest stamp), and no checkpoint ever moves back."""
-import json
 import queue
 import random
 import threading
@@ -9,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from catalog import codec
 from catalog.errors import TransientStorageError
 from catalog.keys import record_keys
-from catalog.wal import DELETE, HEADER, PUT, SHARDS, shard_partition
+from catalog.wal import HEADER, PUT, SHARDS, shard_partition
 from tests.helpers import SCHEMA, make_service, visible_index
 
 SKUS, CATEGORIES, NAMES = ["a", "b", "c"], ["x", "y"], ["1", "2"]

@@ -11,7 +11,7 @@ from azure.storage.queue import QueueClient
 
 from catalog import api
 from catalog.bootstrap import service_for
-from catalog.wal import HEADER, SHARDS, PendingEntry, shard_partition
+from catalog.wal import SHARDS, PendingEntry, shard_partition
 
 
 def call(functions, name, method="GET", url="/api/x", *, params=None, body=None, route_params=None):
@@ -284,7 +284,7 @@ def test_throttled_wal_write_is_a_503_problem_and_nothing_is_half_done(functions
 
 
 def test_crash_between_bulk_transactions_loses_nothing_that_was_logged(functions, app_env, storage_connection):
-    from tests.helpers import Crash, FaultyStore
+    from tests.helpers import FaultyStore
 
     service = svc(app_env)
     real = service.wal.store

@@ -2,7 +2,7 @@
 import string
 
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, strategies as st
 
 from catalog.errors import ValidationError
 from catalog.keys import (MAX_KEY_UTF16, SEP, decode_part, encode_part, fingerprint, is_valid_table_key,
