@@ -91,11 +91,13 @@ class MarkBuffer:
         if batched:
             self._write(batches)
             return
-        for mark in (m for batch in batches for m in batch):  # no SDK thread pool at interpreter exit
+        marks = [m for batch in batches for m in batch]
+        for written, mark in enumerate(marks):  # one by one: the SDK's batch needs a thread pool, gone at exit
             try:
                 self.wal.store.merge(self.wal.table, mark)
-            except CatalogError as e:
-                log.warning("could not write a status mark (%s); the sweep will", e)
+            except CatalogError as e:  # storage is gone: do not retry each of the others at exit
+                log.warning("could not write %d status marks (%s); the sweep will", len(marks) - written, e)
+                return
 
     def _take(self, partitions: list[str] | None) -> list[list[dict]]:
         keys = list(self._pending) if partitions is None else partitions
@@ -224,7 +226,7 @@ class CatalogService:
         accepted = time_of(op_id).isoformat()
         if len(pending) == 1:
             # One entity, one plain insert: the entry carries the operation's status itself.
-            entities = [self.wal.single_entity(op_id, pending[0], action, accepted=accepted)]
+            entities = [self.wal.single_entity(op_id, pending[0])]
             header = entities[0]
         else:
             entities = self.wal.entry_entities(op_id, pending)
@@ -327,10 +329,13 @@ class CatalogService:
 
     def operation(self, op_id: str) -> dict:
         header = self.wal.header(op_id)
-        view = {"operation": op_id, "status": header.get("status", PENDING), "action":
-                "delete" if header.get("action") == DELETE else "insert"}
-        view["matched" if header.get("action") == DELETE else "records"] = int(header.get("count", 0))
-        for name in ("accepted", "finished", "error", "last_error"):
+        single = header.get("kind") != HEADER  # a one-entry operation: count, action and time implied
+        action = header.get("kind") if single else header.get("action")
+        view = {"operation": op_id, "status": header.get("status", PENDING),
+                "action": "delete" if action == DELETE else "insert",
+                "matched" if action == DELETE else "records": 1 if single else int(header.get("count", 0)),
+                "accepted": header.get("accepted") or time_of(op_id).isoformat()}
+        for name in ("finished", "error", "last_error"):
             if header.get(name):
                 view[name] = header[name]
         if header.get("failed"):

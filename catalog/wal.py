@@ -167,10 +167,10 @@ class Wal:
         is one entity (entry and header together, one plain insert); others have a header row."""
         return f"{op_id}-00000" if count == 1 else op_id
 
-    def single_entity(self, op_id: str, entry: PendingEntry, action: str, **extra: Any) -> dict:
-        header = self.header_entity(op_id, 1, action, **extra)
-        return {**self.entry_entities(op_id, [entry])[0],
-                **{k: v for k, v in header.items() if k not in ("PartitionKey", "RowKey", "kind")}}
+    def single_entity(self, op_id: str, entry: PendingEntry) -> dict:
+        """A one-entry operation: the entry plus its status. Count (1), action (the entry's kind) and
+        acceptance time (in the op id) are implied, so they are not stored."""
+        return {**self.entry_entities(op_id, [entry])[0], "status": PENDING}
 
     def entry_entities(self, op_id: str, entries: Sequence[PendingEntry]) -> list[dict]:
         shard = parse_operation_id(op_id)
