@@ -5,8 +5,13 @@ rest of the package reasons about ConflictError / TransientStorageError, never s
 """
 from __future__ import annotations
 
+import os
 import threading
+import urllib.request
 from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlparse
+
+import requests
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -18,8 +23,11 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import EntityProperty, TableServiceClient, UpdateMode
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from .errors import ConflictError, StorageError, TableNotFoundError, TransientStorageError
 from .settings import StorageConfig
@@ -59,10 +67,35 @@ def credential_for(config: StorageConfig):
         else DefaultAzureCredential()
 
 
+def environment_transport(endpoint: str) -> RequestsTransport:
+    """An HTTP transport that reads proxy and CA settings from the environment once, here.
+
+    By default requests re-reads them (every proxy variable, NO_PROXY, the CA bundle) on each call:
+    about a tenth of the client's CPU per storage request. The storage endpoint is known now, so
+    HTTP(S)_PROXY / NO_PROXY are decided for it once, and REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE kept.
+    The pool holds more connections than the Functions host runs messages at once (24)."""
+    session = requests.Session()
+    session.trust_env = False
+    host = urlparse(endpoint).hostname or ""
+    proxies = {k: v for k, v in urllib.request.getproxies_environment().items() if k in ("http", "https")}
+    if proxies and not urllib.request.proxy_bypass_environment(host):
+        session.proxies = proxies
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32,
+                          max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return RequestsTransport(session=session, session_owner=True, use_env_settings=False,
+                             connection_verify=ca_bundle or True)
+
+
 def table_service(config: StorageConfig) -> TableServiceClient:
     if config.connection_string is not None:
-        return TableServiceClient.from_connection_string(config.connection_string, **CLIENT_OPTIONS)
-    return TableServiceClient(endpoint=config.table_uri, credential=credential_for(config), **CLIENT_OPTIONS)
+        endpoint = TableServiceClient.from_connection_string(config.connection_string).url
+        return TableServiceClient.from_connection_string(config.connection_string,
+                                                         transport=environment_transport(endpoint), **CLIENT_OPTIONS)
+    return TableServiceClient(endpoint=config.table_uri, credential=credential_for(config),
+                              transport=environment_transport(config.table_uri), **CLIENT_OPTIONS)
 
 
 def _plain(value: Any) -> Any:
@@ -216,11 +249,12 @@ class AzureQueue:
     def from_config(cls, config: StorageConfig, name: str) -> "AzureQueue":
         policy = TextBase64EncodePolicy()
         if config.connection_string is not None:
-            client = QueueClient.from_connection_string(config.connection_string, name,
-                                                        message_encode_policy=policy, **CLIENT_OPTIONS)
+            endpoint = QueueClient.from_connection_string(config.connection_string, name).url
+            client = QueueClient.from_connection_string(config.connection_string, name, message_encode_policy=policy,
+                                                        transport=environment_transport(endpoint), **CLIENT_OPTIONS)
         else:
-            client = QueueClient(config.queue_uri, name, credential=credential_for(config),
-                                 message_encode_policy=policy, **CLIENT_OPTIONS)
+            client = QueueClient(config.queue_uri, name, credential=credential_for(config), message_encode_policy=policy,
+                                 transport=environment_transport(config.queue_uri), **CLIENT_OPTIONS)
         return cls(client)
 
     def create(self) -> None:
