@@ -9,7 +9,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import codec
 from .errors import (CatalogError, EntryError, IndexNotBuiltError, RecordTooLargeError, SchemaMismatchError,
@@ -30,6 +30,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 BULK_KEY = "records"
 MARK_DELAY = timedelta(seconds=2)
+GROUP_MAX = 50  # one-record writes per group commit: one transaction, one queue message
 MAX_EMBEDDED_MESSAGE = 40 * 1024  # queue messages hold 64 KiB of base64, 48 KiB of text
 
 
@@ -63,6 +64,68 @@ _live_buffers: "weakref.WeakSet[MarkBuffer]" = weakref.WeakSet()
 def _flush_marks_at_exit() -> None:
     for buffer in list(_live_buffers):
         buffer.flush(batched=False)
+
+
+class _Slot:
+    __slots__ = ("item", "event", "group", "result", "error")
+
+    def __init__(self, item):
+        self.item, self.event, self.group, self.result, self.error = item, threading.Event(), None, None, None
+
+    def outcome(self):
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class GroupCommit:
+    """Concurrent one-record writes share one WAL transaction and one queue message.
+
+    No timer: while one group is being written, the requests that arrive wait and form the next
+    group, whose first request then writes it. A lone request goes out at once; a busy instance
+    writes fewer, larger batches, and the queue trigger applies a group with one message."""
+
+    def __init__(self, write: Callable[[list], list], max_items: int = GROUP_MAX):
+        self._write = write
+        self._max = max_items
+        self._lock = threading.Lock()
+        self._waiting: list[_Slot] = []
+        self._busy = False
+
+    def submit(self, item):
+        slot = _Slot(item)
+        with self._lock:
+            if self._busy:
+                self._waiting.append(slot)
+                group = None
+            else:
+                self._busy = True
+                group = [slot]
+        if group is None:
+            slot.event.wait()
+            if slot.group is None:  # written by another request's group
+                return slot.outcome()
+            group = slot.group  # promoted: this request writes the next group
+        self._run(group)
+        return slot.outcome()
+
+    def _run(self, group: list[_Slot]) -> None:
+        try:
+            for s, result in zip(group, self._write([s.item for s in group]), strict=True):
+                s.result = result
+        except BaseException as e:  # every request of the group gets the failure
+            for s in group:
+                s.error = e
+        with self._lock:
+            following = self._waiting[:self._max]
+            del self._waiting[:self._max]
+            if not following:
+                self._busy = False
+        for s in group[1:]:
+            s.event.set()
+        if following:
+            following[0].group = following
+            following[0].event.set()
 
 
 class MarkBuffer:
@@ -129,6 +192,7 @@ class CatalogService:
         # applies that operation once more, which is a no-op.
         self.shard = shard
         self.marks = MarkBuffer(wal) if deferred_marks else None
+        self._group = GroupCommit(self._log_group)
 
     def flush(self) -> None:
         """Write the status marks still buffered (the library calls this on close and at exit)."""
@@ -206,6 +270,8 @@ class CatalogService:
     def submit(self, records: Sequence[Any], *, apply_now: bool = False) -> Accepted:
         """Validate, append to the WAL, then enqueue (or, for the library, apply before returning)."""
         pending = self.validate(records)
+        if len(pending) == 1 and not apply_now and self.queue is not None:
+            return self._group.submit(pending[0])
         return self._log(pending, action=PUT, apply_now=apply_now)
 
     def delete(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
@@ -246,49 +312,66 @@ class CatalogService:
                 self.marks.add(self.wal.mark_entity(op_id, header["RowKey"], APPLIED,
                                                     finished=self.wal.clock().isoformat()))
             return Accepted(op_id, APPLIED, len(pending))
-        self._enqueue(op_id, entries)
+        self._enqueue([(op_id, entries)])
         return Accepted(op_id, PENDING, len(pending))
 
-    def _enqueue(self, op_id: str, entries: list[WalEntry]) -> None:
+    def _log_group(self, pending: list[PendingEntry]) -> list[Accepted]:
+        """Several one-record writes of concurrent requests: one WAL shard, one transaction (each
+        entity is still its own operation, with its own status), one queue message."""
+        ops, shard = [], self.shard
+        for entry in pending:
+            op_id, shard = self.wal.new_operation_id(shard)
+            ops.append((op_id, self.wal.single_entity(op_id, entry)))
+        took = self.wal.append([entity for _, entity in ops])
+        if took > WRITE_DEADLINE.total_seconds():
+            log.error("operations %s: WAL append took %.1fs, over the %ss deadline the sweep relies on",
+                      ", ".join(op for op, _ in ops), took, WRITE_DEADLINE.total_seconds())
+        for op_id, _ in ops:
+            log.info("operation %s: logged 1 put entry in %.3fs (group of %d)", op_id, took, len(ops))
+        self._enqueue([(op_id, [WalEntry(shard, e["RowKey"], op_id, e["kind"], e)]) for op_id, e in ops])
+        return [Accepted(op_id, PENDING, 1) for op_id, _ in ops]
+
+    def _enqueue(self, ops: list[tuple[str, list[WalEntry]]]) -> None:
         if self.queue is None:
             return
-        message: dict[str, Any] = {"op": op_id}
         # Small operations travel inside the message (a copy of what the WAL holds), so applying
         # them needs no WAL read; larger ones are read from the WAL by id.
-        embedded = [[e.stamp.rsplit("-", 1)[1], e.kind, codec.join_chunks(e.entity).decode("utf-8", "surrogatepass")]
-                    for e in entries]
-        text = json.dumps({**message, "e": embedded}, ensure_ascii=False)
+        items = [{"op": op_id, "e": [[e.stamp.rsplit("-", 1)[1], e.kind,
+                                      codec.join_chunks(e.entity).decode("utf-8", "surrogatepass")] for e in entries]}
+                 for op_id, entries in ops]
+        text = json.dumps(items[0] if len(items) == 1 else {"ops": items}, ensure_ascii=False)
         if len(text.encode("utf-8", "surrogatepass")) > MAX_EMBEDDED_MESSAGE:
-            text = json.dumps(message)
+            refs = [{"op": op_id} for op_id, _ in ops]
+            text = json.dumps(refs[0] if len(refs) == 1 else {"ops": refs})
         try:
             self.queue.send(text)
         except Exception as e:  # the WAL has it: the sweep applies it, the request still succeeds
-            log.warning("operation %s: enqueue failed (%s); the timer sweep will apply it", op_id, e)
+            log.warning("operations %s: enqueue failed (%s); the timer sweep will apply them",
+                        ", ".join(op for op, _ in ops), e)
 
     # -- apply path ----------------------------------------------------------------------------
     @staticmethod
-    def parse_message(text: str) -> tuple[str, list[list] | None]:
+    def parse_message(text: str) -> list[tuple[str, list[list] | None]]:
+        """[(operation id, embedded entries or None)] of a message: `{"op", "e"?}` or `{"ops": [...]}`."""
         try:
             message = json.loads(text)
-            op_id = message["op"]
-            parse_operation_id(op_id)
-            embedded = message.get("e")
-            if embedded is not None and not (isinstance(embedded, list) and
-                                             all(isinstance(x, list) and len(x) == 3 for x in embedded)):
-                raise ValueError("bad embedded entries")
-            return op_id, embedded
+            items = message["ops"] if "ops" in message else [message]
+            ops = []
+            for item in items:
+                op_id = item["op"]
+                parse_operation_id(op_id)
+                embedded = item.get("e")
+                if embedded is not None and not (isinstance(embedded, list) and
+                                                 all(isinstance(x, list) and len(x) == 3 for x in embedded)):
+                    raise ValueError("bad embedded entries")
+                ops.append((op_id, embedded))
+            if not ops:
+                raise ValueError("no operations")
+            return ops
         except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as e:
             raise EntryError(f"queue message is not a catalog message: {text[:200]!r}") from e
 
-    @classmethod
-    def operation_of_message(cls, text: str) -> str:
-        return cls.parse_message(text)[0]
-
-    def apply_message(self, text: str) -> ApplyResult:
-        """Queue trigger: raises if an entry cannot be applied, so the message is retried."""
-        op_id, embedded = self.parse_message(text)
-        if embedded is None:
-            return self.materializer.apply_operation(op_id)
+    def _embedded_entries(self, op_id: str, embedded: list[list]) -> list[WalEntry]:
         shard = parse_operation_id(op_id)
         entries = []
         for seq, kind, data in embedded:
@@ -296,18 +379,48 @@ class CatalogService:
             entity = {"PartitionKey": shard_partition(shard), "RowKey": rk, "kind": kind,
                       **codec.chunk_properties(str(data).encode("utf-8", "surrogatepass"))}
             entries.append(WalEntry(shard, rk, op_id, kind, entity))
-        # The write path always logs the operation's status: mark it once applied.
-        status = {"RowKey": self.wal.status_row(op_id, len(entries)), "status": PENDING}
-        return self.materializer.apply_entries(op_id, entries, status)
+        return entries
+
+    def apply_message(self, text: str) -> ApplyResult:
+        """Queue trigger: raises if an entry cannot be applied, so the message is retried (applying
+        what did work again is a no-op)."""
+        ops = self.parse_message(text)
+        total, failures, marks = ApplyResult(), [], []
+        for op_id, embedded in ops:
+            try:
+                if embedded is None:
+                    total.add(self.materializer.apply_operation(op_id))
+                    continue
+                entries = self._embedded_entries(op_id, embedded)
+                # The write path always logs the operation's status: mark it once applied; the
+                # marks of a group share a shard and go out as one transaction.
+                status = {"RowKey": self.wal.status_row(op_id, len(entries)), "status": PENDING}
+                total.add(self.materializer.apply_entries(op_id, entries, status, mark=len(ops) == 1))
+                if len(ops) > 1:
+                    marks.append(self.wal.mark_entity(op_id, status["RowKey"], APPLIED,
+                                                      finished=self.wal.clock().isoformat()))
+            except EntryError as e:
+                failures.append(str(e))
+        by_shard: dict[str, list[dict]] = {}
+        for mark in marks:
+            by_shard.setdefault(mark["PartitionKey"], []).append(mark)
+        for batch in by_shard.values():
+            self.wal.store.merge_batch(self.wal.table, batch)
+        if failures:
+            raise EntryError("; ".join(failures))
+        return total
 
     def apply_poison(self, text: str, reason: str | None = None) -> ApplyResult | None:
         """Poison trigger: one last try; what still fails is recorded on the operation."""
         try:
-            op_id = self.operation_of_message(text)
+            ops = self.parse_message(text)
         except EntryError as e:
             log.error("poison message dropped: %s", e)
             return None
-        return self.materializer.apply_operation(op_id, final=True)
+        total = ApplyResult()
+        for op_id, _ in ops:
+            total.add(self.materializer.apply_operation(op_id, final=True))
+        return total
 
     def sweep(self, now: datetime | None = None) -> ApplyResult:
         return self.materializer.sweep(now)

@@ -9,7 +9,7 @@ from catalog.index import TOMBSTONE
 from catalog.keys import record_keys
 from catalog.memory_store import MemoryQueue
 from catalog.wal import HEADER, SERVER_TIMEOUT, SHARDS, PendingEntry, parse_operation_id, shard_partition
-from tests.helpers import SCHEMA, FaultyStore, StepClock, make_service
+from tests.helpers import SCHEMA, FaultyStore, StepClock, make_service, wait_until
 
 
 def rec(i, **extra):
@@ -236,3 +236,49 @@ def test_small_operations_travel_in_the_message_large_ones_by_reference(store):
     assert spy.rows_read[svc.wal.table] == 59  # header + 58 entries read from the WAL
     assert len(svc.query({"category": "cat"}, limit=None).items) == 59
     assert svc.operation(small.operation)["status"] == svc.operation(large.operation)["status"] == "applied"
+
+
+def test_concurrent_single_writes_share_a_transaction_and_a_message(store):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    queue = MemoryQueue("q")
+    svc = make_service(store, queue=queue)
+    spy = Spy(svc.wal.store)
+    svc.wal.store = spy
+    gate = threading.Event()
+    real_append = svc.wal.append
+
+    def slow_first_append(entities):
+        gate.wait(5)  # the first request's write is in flight while the others arrive
+        return real_append(entities)
+    svc.wal.append = slow_first_append
+    with ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(svc.submit, [rec(i)]) for i in range(12)]
+        wait_until(lambda: len(svc._group._waiting) == 11, timeout=10, what="requests to queue up")
+        gate.set()
+        accepted = [f.result(10) for f in futures]
+    assert len({a.operation for a in accepted}) == 12 and all(a.status == "pending" for a in accepted)
+    wal_writes = [name for name, args, _ in spy.calls if name in ("insert", "insert_batch")]
+    assert wal_writes == ["insert", "insert_batch"]  # the first alone, the eleven waiting as one group
+    assert len(queue.messages) == 2 and len(json.loads(queue.messages[1])["ops"]) == 11
+    for text in queue.messages:
+        svc.apply_message(text)
+    assert all(svc.operation(a.operation)["status"] == "applied" for a in accepted)
+    assert len(svc.query({"category": "cat"}).items) == 12
+
+
+def test_a_bad_operation_in_a_group_message_fails_alone(store):
+    queue = MemoryQueue("q")
+    svc = make_service(store, queue=queue)
+    good = svc._log_group([PendingEntry("put", json.dumps(rec(1)).encode()),
+                           PendingEntry("put", b'{"sku": "no category"}'),
+                           PendingEntry("put", json.dumps(rec(2)).encode())])
+    message = queue.messages[0]
+    with pytest.raises(EntryError, match="missing required fields"):
+        svc.apply_message(message)  # retried by the queue: the good ones are applied already
+    assert svc.operation(good[0].operation)["status"] == "applied"
+    assert svc.operation(good[1].operation)["status"] == "pending"
+    svc.apply_poison(message)
+    assert [svc.operation(a.operation)["status"] for a in good] == ["applied", "failed", "applied"]
+    assert {r["name"] for r in svc.query({"category": "cat"}).items} == {"n001", "n002"}
