@@ -854,8 +854,9 @@ def main(argv=None) -> int:
         single_entities = singles_ops * len(INDEX_KEYS)
         queue = QueueClient.from_connection_string(conn, f"{singles_table}-wal")
         depth = queue_depth(queue)
-        if depth != singles_ops:
-            raise RuntimeError(f"expected {singles_ops} messages in the queue, found {depth}")
+        if not 0 < depth <= singles_ops:  # group commit puts concurrent one-record writes in one message
+            raise RuntimeError(f"expected 1 to {singles_ops} messages in the queue, found {depth}")
+        messages_a = depth
         ent = index_entities(backlog_records, rng)
         warm_ent = index_entities(make_records(48, f"W{run}", rng), rng)
         say(f"4a. plain upsert_entity of the same {len(ent)} entities, {apply_threads} threads (half before, "
@@ -955,8 +956,10 @@ def main(argv=None) -> int:
             f"server-side accepted→finished p50 {ms(percentile(server, .5))} / p99 {ms(percentile(server, .99))} ms; "
             f"{gets / len(observed):.1f} GETs per op"))
         report.rows.append(Row(
-            "4a", "materialize single-record ops (queue trigger drains a backlog of 1-record messages)",
-            f"≤ {apply_threads} in flight (avg {in_flight_a:.1f} running)", f"{singles_ops} ops = {single_entities} entities",
+            "4a", "materialize single-record ops (queue trigger drains the backlog of single-record POSTs; "
+                  "concurrent ones share a message by group commit)",
+            f"≤ {apply_threads} in flight (avg {in_flight_a:.1f} running)",
+            f"{singles_ops} ops in {messages_a} messages = {single_entities} entities",
             f"**{single_rate:.0f} entities/s** ({singles_ops / drain_s:.0f} ops/s, {drain_s:.1f} s)", "", "",
             f"plain `upsert_entity`, {apply_threads} threads: {plain_rate:.0f} entities/s → **{ratio:.0%}**; "
             f"{cpu_a}",
