@@ -94,7 +94,7 @@ from catalog import codec  # noqa: E402
 from catalog.bootstrap import build_service  # noqa: E402
 from catalog.keys import record_keys  # noqa: E402
 from catalog.settings import Schema, Settings  # noqa: E402
-from devhost.azurite import Azurite, free_port  # noqa: E402
+from devhost.azurite import Azurite, free_port, stop_process_group  # noqa: E402
 from devhost.settings import load_host_json  # noqa: E402
 
 INDEX_KEYS = ("sku", "category")
@@ -260,16 +260,7 @@ class HostProcess:
 
     def stop(self, grace: float = 40.0) -> None:
         """SIGTERM (the host finishes messages in flight, up to 30 s), then SIGKILL."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.proc, grace)
 
     def tail(self, lines: int = 30) -> str:
         try:

@@ -18,6 +18,20 @@ DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+def stop_process_group(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM a process started with start_new_session=True and its children; SIGKILL after `grace` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
 class AzuriteError(RuntimeError):
     pass
 
@@ -93,16 +107,7 @@ class Azurite:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL: Azurite can take 20-40 s to exit on SIGTERM."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.proc, grace)
 
     def __enter__(self) -> "Azurite":
         return self.start()
