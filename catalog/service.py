@@ -172,7 +172,7 @@ class MarkBuffer:
     def _write(self, batches: list[list[dict]]) -> None:
         for batch in batches:
             try:
-                self.wal.store.merge_batch(self.wal.table, batch)
+                self.wal.write_marks(batch)
             except CatalogError as e:  # the sweep re-applies those operations and marks them
                 log.warning("could not write %d status marks (%s); the sweep will", len(batch), e)
 
@@ -202,8 +202,8 @@ class CatalogService:
     def ensure(self) -> "CatalogService":
         """Create the tables and queues if needed and lock (or check) the schema."""
         self.wal.create()
-        self._check_index_table()
         self.index.create()
+        self._check_index_table()
         for q in (self.queue, self.poison_queue):
             if q is not None:
                 q.create()
@@ -219,7 +219,6 @@ class CatalogService:
         if self.wal.schema_lock(table) is None:
             from .operations import READY, read_index_meta  # the CLI's record of a rebuilt table
 
-            self.index.create()
             built = read_index_meta(self.wal.store, table)
             others = sorted(t for t in self.wal.schema_locks() if t != table.lower())
             if built is not None:
@@ -401,11 +400,7 @@ class CatalogService:
                                                       finished=self.wal.clock().isoformat()))
             except EntryError as e:
                 failures.append(str(e))
-        by_shard: dict[str, list[dict]] = {}
-        for mark in marks:
-            by_shard.setdefault(mark["PartitionKey"], []).append(mark)
-        for batch in by_shard.values():
-            self.wal.store.merge_batch(self.wal.table, batch)
+        self.wal.write_marks(marks)
         if failures:
             raise EntryError("; ".join(failures))
         return total

@@ -244,6 +244,14 @@ class Wal:
         """Set an operation's status on its status entity (`row`, default the header row)."""
         self.store.merge(self.table, self.mark_entity(op_id, row or op_id, status, **fields))
 
+    def write_marks(self, marks: Sequence[dict]) -> None:
+        """Status marks (mark_entity) as one entity-group transaction per shard."""
+        by_shard: dict[str, list[dict]] = {}
+        for mark in marks:
+            by_shard.setdefault(mark["PartitionKey"], []).append(mark)
+        for batch in by_shard.values():
+            self.store.merge_batch(self.table, batch)
+
     def record_failure(self, op_id: str, stamp: str, reason: str) -> None:
         self.store.merge(self.table, {"PartitionKey": FAILED, "RowKey": op_id, "stamp": stamp,
                                       "reason": reason[:4000], "at": self.clock().isoformat()})
