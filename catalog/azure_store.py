@@ -149,7 +149,7 @@ def _plain(value: Any) -> Any:
 
 
 def _entity(e) -> Entity:
-    return Entity({k: _plain(v) for k, v in e.items()}, e.metadata.get("etag"))
+    return Entity({k: _plain(v) for k, v in e.items()}, e.metadata.get("etag"), e.metadata.get("timestamp"))
 
 
 class AzureTableStore:

@@ -17,7 +17,7 @@ from . import codec
 from .errors import ConflictError, TransientStorageError, ValidationError
 from .keys import RecordKeys, normalize, partition_key, row_range, value_text
 from .settings import Schema
-from .store import TableStore
+from .store import Entity, TableStore
 
 STAMP, TOMBSTONE = "s", "x"
 MAX_RACE_RETRIES = 10
@@ -73,6 +73,15 @@ class Index:
                 insert_next = False  # another applier wrote in between: read again
         raise TransientStorageError(f"index entity {entity['PartitionKey']!r}/{entity['RowKey']!r}: "
                                     f"gave up after {MAX_RACE_RETRIES} concurrent-write retries")
+
+    def holding(self, keys: RecordKeys, stamp: str) -> Entity | None:
+        """The last index entity of `write(keys, stamp, ...)` if that write has taken effect (write() goes
+        through the partition keys in order, so the last is written last) holds this stamp or a
+        newer one. A newer stamp is the same identity's later operation (identity includes every
+        index value, so it has the same keys), whose applier passed every earlier key first. None
+        if it has not."""
+        current = self.store.get(self.table, keys.partition_keys[-1], keys.row_key)
+        return current if current is not None and str(current.get(STAMP, "")) >= stamp else None
 
     def collect_tombstone(self, pk: str, rk: str, stamp: str) -> bool:
         """Delete a tombstone if it is still the one `stamp` wrote."""

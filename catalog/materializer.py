@@ -25,8 +25,8 @@ from .index import Index
 from .keys import record_keys
 from .settings import Schema
 from .store import Entity
-from .wal import (APPLIED, DELETE, FAILED_STATUS, PENDING, PUT, SETTLE_WINDOW, SHARDS, Wal, WalEntry,
-                  is_status_entity, ts)
+from .wal import (APPLIED, DELETE, FAILED_STATUS, MAX_BATCH, PENDING, PUT, SETTLE_WINDOW, SHARDS, Wal,
+                  WalEntry, is_status_entity, ts)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,16 @@ class Materializer:
             raise EntryError(f"entry {entry.stamp}: {e}") from e
         data = codec.join_chunks(entry.entity) if entry.kind == PUT else None
         return self.index.write(keys, entry.stamp, data)
+
+    def reflected(self, entry: WalEntry) -> Entity | None:
+        """The index entity showing this entry (or a later operation on its identity), if the index
+        shows it. One read. None for an entry that cannot be applied."""
+        try:
+            payload = entry.payload()
+            keys = record_keys(self.schema, payload) if isinstance(payload, dict) else None
+        except (EntryError, ValidationError):
+            return None
+        return self.index.holding(keys, entry.stamp) if keys is not None else None
 
     # -- one operation -----------------------------------------------------------------------
     def apply_operation(self, op_id: str, *, final: bool = False) -> ApplyResult:
@@ -159,17 +169,26 @@ class Materializer:
         result = ApplyResult()
         done = start  # every entry <= done has been applied or recorded as failed
         stopped = False
+        marks: list[dict] = []  # applied one-entry operations whose status mark never landed
         try:
             for op_id, header, entries, last_rk in _groups(self.wal.scan(shard, after=start, before=before)):
-                if header is None or header.get("status") == PENDING or not skip_finished:
+                if skip_finished and header is not None and header.get("status") == PENDING \
+                        and len(entries) == 1 and entries[0].entity is header and self.reflected(entries[0]):
+                    # The queue trigger applied it but its buffered mark was lost: one read
+                    # instead of applying it again, and the mark goes out in a batch.
+                    marks.append(self.wal.mark_entity(op_id, header["RowKey"], APPLIED))
+                elif header is None or header.get("status") == PENDING or not skip_finished:
                     # An operation without a header is a bulk write cut short: its entries are
                     # valid and applied all the same.
                     result.add(self._apply_group(op_id, header, entries, final=True))
                 done = last_rk
+                if len(marks) >= MAX_BATCH:
+                    self._write_marks(marks)
         except TransientStorageError as e:
             log.warning("sweep of shard %d stopped at %s: %s", shard, done, e)
             result.stopped_shards.append(shard)
             stopped = True
+        self._write_marks(marks)
         target = done if stopped else before
         if advance_limit is not None:
             target = min(target, advance_limit)
@@ -179,6 +198,15 @@ class Materializer:
             except CatalogError as e:
                 log.warning("checkpoint of shard %d not advanced: %s", shard, e)
         return result
+
+    def _write_marks(self, marks: list[dict]) -> None:
+        """Best effort: a status left pending is still read as applied (service.operation derives
+        it from the index) and the next sweep tries again."""
+        try:
+            self.wal.write_marks(marks)
+        except CatalogError as e:
+            log.warning("could not write %d status marks: %s", len(marks), e)
+        marks.clear()
 
     # -- tombstones --------------------------------------------------------------------------
     def collect_tombstones(self, now: datetime | None = None) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from datetime import datetime, timezone
 from bisect import bisect_left, insort
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -13,7 +14,8 @@ from .store import Entity
 class MemoryTableStore:
     def __init__(self):
         self._lock = threading.RLock()
-        self._tables: dict[str, dict[str, tuple[list[str], dict[str, tuple[dict, str]]]]] = {}
+        # table -> PartitionKey -> (sorted RowKeys, RowKey -> (properties, ETag, write time))
+        self._tables: dict[str, dict[str, tuple[list[str], dict[str, tuple[dict, str, datetime]]]]] = {}
         self._etags = itertools.count(1)
 
     def _table(self, table: str):
@@ -32,7 +34,7 @@ class MemoryTableStore:
     def get(self, table: str, pk: str, rk: str) -> Entity | None:
         with self._lock:
             found = self._partition(table, pk)[1].get(rk)
-            return Entity(found[0], found[1]) if found else None
+            return Entity(*found) if found else None
 
     def _put(self, table: str, entity: Mapping[str, Any]) -> str:
         keys, rows = self._partition(table, entity["PartitionKey"])
@@ -40,7 +42,7 @@ class MemoryTableStore:
         if rk not in rows:
             insort(keys, rk)
         etag = f'W/"{next(self._etags)}"'
-        rows[rk] = (dict(entity), etag)
+        rows[rk] = (dict(entity), etag, datetime.now(timezone.utc))
         return etag
 
     def insert(self, table: str, entity: Mapping[str, Any], *, timeout: int | None = None) -> str:
@@ -88,7 +90,7 @@ class MemoryTableStore:
         with self._lock:
             keys, rows = self._partition(table, pk)
             snapshot = [(rk, rows[rk]) for rk in list(keys)]
-        for rk, (props, etag) in snapshot:
+        for rk, (props, etag, written) in snapshot:
             if rk_gt is not None and not rk > rk_gt:
                 continue
             if rk_ge is not None and not rk >= rk_ge:
@@ -97,7 +99,7 @@ class MemoryTableStore:
                 break
             if equals and any(props.get(k) != v for k, v in equals.items()):
                 continue
-            yield Entity(props, etag)
+            yield Entity(props, etag, written)
 
     def insert_batch(self, table: str, entities: Sequence[Mapping[str, Any]], *,
                      timeout: int | None = None) -> None:
@@ -117,15 +119,15 @@ class MemoryTableStore:
     # helpers for tests
     def all_entities(self, table: str) -> list[Entity]:
         with self._lock:
-            return [Entity(p, t) for part in self._table(table).values() for _, (p, t) in sorted(part[1].items())]
+            return [Entity(*row) for part in self._table(table).values() for _, row in sorted(part[1].items())]
 
     def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
                    page_size: int | None = None) -> Iterator[Entity]:
         """Every entity of the table (optionally a PartitionKey range), in key order (a snapshot)."""
         with self._lock:
-            snapshot = [Entity(p, t) for pk, part in sorted(self._table(table).items())
+            snapshot = [Entity(*row) for pk, part in sorted(self._table(table).items())
                         if (pk_ge is None or pk >= pk_ge) and (pk_lt is None or pk < pk_lt)
-                        for _, (p, t) in sorted(part[1].items())]
+                        for _, row in sorted(part[1].items())]
         yield from snapshot
 
 

@@ -29,7 +29,9 @@ MAX_DELETE_MATCHES = 10_000
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 BULK_KEY = "records"
-MARK_DELAY = timedelta(seconds=2)
+MARK_DELAY = timedelta(seconds=2)  # the longest a status mark waits in the buffer
+MARK_IDLE = 0.05  # seconds without a new mark after which the buffer is written
+WRITER_LINGER = 30.0  # seconds an idle mark writer thread waits before it ends
 GROUP_MAX = 50  # one-record writes per group commit: one transaction, one queue message
 MAX_EMBEDDED_MESSAGE = 40 * 1024  # queue messages hold 64 KiB of base64, 48 KiB of text
 
@@ -129,28 +131,57 @@ class GroupCommit:
 
 
 class MarkBuffer:
-    """Status marks written in batches: one entity-group transaction per shard and up to 100 marks,
-    or whatever waited MARK_DELAY, whichever comes first."""
+    """Status marks of applied one-entry operations, written in the background: one entity-group
+    transaction per shard and up to 100 marks. A full shard batch is written at once by the thread
+    that filled it; the rest by a writer thread once no mark came for MARK_IDLE, or the oldest has
+    waited MARK_DELAY, so a busy instance writes few, large batches and a quiet one promptly.
 
-    def __init__(self, wal: Wal):
+    Losing buffered marks (the process dies) loses nothing: GET /operations/{id} derives the
+    status of a pending one-entry operation from the index, and the sweep finds such operations
+    applied with one read and marks them."""
+
+    def __init__(self, wal: Wal, *, delay: float = MARK_DELAY.total_seconds(), idle: float = MARK_IDLE):
         self.wal = wal
-        self._lock = threading.Lock()
+        self._delay, self._idle = delay, idle
+        self._cond = threading.Condition()
         self._pending: dict[str, list[dict]] = {}
-        self._oldest: float | None = None
+        self._oldest = self._latest = 0.0
+        self._writer: threading.Thread | None = None
         _live_buffers.add(self)
 
     def add(self, mark: dict) -> None:
-        with self._lock:
-            self._pending.setdefault(mark["PartitionKey"], []).append(mark)
-            self._oldest = self._oldest or time.monotonic()
-            full = [p for p, marks in self._pending.items() if len(marks) >= MAX_BATCH]
-            due = time.monotonic() - self._oldest >= MARK_DELAY.total_seconds()
-            batches = self._take(None if due else full)
-        self._write(batches)
+        with self._cond:
+            now = time.monotonic()
+            if not self._pending:
+                self._oldest = now
+            self._latest = now
+            batch = self._pending.setdefault(mark["PartitionKey"], [])
+            batch.append(mark)
+            full = [self._pending.pop(mark["PartitionKey"])] if len(batch) >= MAX_BATCH else []
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._run, name="catalog-status-marks", daemon=True)
+                self._writer.start()
+            self._cond.notify()
+        self._write(full)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    if not self._cond.wait(WRITER_LINGER) and not self._pending:
+                        self._writer = None  # idle: let the thread (and an unused service) go
+                        return
+                due = min(self._latest + self._idle, self._oldest + self._delay)
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                batches = self._take()
+            self._write(batches)
 
     def flush(self, *, batched: bool = True) -> None:
-        with self._lock:
-            batches = self._take(None)
+        with self._cond:
+            batches = self._take()
         if batched:
             self._write(batches)
             return
@@ -162,18 +193,16 @@ class MarkBuffer:
                 log.warning("could not write %d status marks (%s); the sweep will", len(marks) - written, e)
                 return
 
-    def _take(self, partitions: list[str] | None) -> list[list[dict]]:
-        keys = list(self._pending) if partitions is None else partitions
-        batches = [self._pending.pop(p) for p in keys if p in self._pending]
-        if not self._pending:
-            self._oldest = None
+    def _take(self) -> list[list[dict]]:
+        batches = list(self._pending.values())
+        self._pending.clear()
         return batches
 
     def _write(self, batches: list[list[dict]]) -> None:
         for batch in batches:
             try:
                 self.wal.write_marks(batch)
-            except CatalogError as e:  # the sweep re-applies those operations and marks them
+            except Exception as e:  # noqa: BLE001 - the writer thread must live on; the sweep marks them
                 log.warning("could not write %d status marks (%s); the sweep will", len(batch), e)
 
 
@@ -187,17 +216,18 @@ class CatalogService:
         self.materializer = materializer
         self.queue = queue
         self.poison_queue = poison_queue
-        # The library pins its operations to one WAL shard and marks them applied in batches (an
-        # entity-group transaction per 100): a mark lost with the process only means the sweep
-        # applies that operation once more, which is a no-op.
+        # One-entry operations are marked applied through the buffer (in batches, off the apply
+        # path). The library pins its operations to one WAL shard, so its marks batch up, and
+        # defers every mark (deferred_marks): a lost multi-entry mark means the sweep applies that
+        # operation once more, which is a no-op.
         self.shard = shard
-        self.marks = MarkBuffer(wal) if deferred_marks else None
+        self.marks = MarkBuffer(wal)
+        self.defer_all_marks = deferred_marks
         self._group = GroupCommit(self._log_group)
 
     def flush(self) -> None:
         """Write the status marks still buffered (the library calls this on close and at exit)."""
-        if self.marks is not None:
-            self.marks.flush()
+        self.marks.flush()
 
     def ensure(self) -> "CatalogService":
         """Create the tables and queues if needed and lock (or check) the schema."""
@@ -305,7 +335,7 @@ class CatalogService:
         log.info("operation %s: logged %d %s entries in %.3fs", op_id, len(pending), action, took)
         entries = [WalEntry(shard, e["RowKey"], op_id, e["kind"], e) for e in entities if e["kind"] != HEADER]
         if apply_now or not pending:
-            deferred = self.marks is not None and bool(pending)
+            deferred = bool(pending) and (self.defer_all_marks or len(pending) == 1)
             self.materializer.apply_entries(op_id, entries, header, final=True, mark=not deferred)
             if deferred:
                 self.marks.add(self.wal.mark_entity(op_id, header["RowKey"], APPLIED,
@@ -384,23 +414,24 @@ class CatalogService:
         """Queue trigger: raises if an entry cannot be applied, so the message is retried (applying
         what did work again is a no-op)."""
         ops = self.parse_message(text)
-        total, failures, marks = ApplyResult(), [], []
+        total, failures = ApplyResult(), []
         for op_id, embedded in ops:
             try:
                 if embedded is None:
                     total.add(self.materializer.apply_operation(op_id))
                     continue
                 entries = self._embedded_entries(op_id, embedded)
-                # The write path always logs the operation's status: mark it once applied; the
-                # marks of a group share a shard and go out as one transaction.
+                # The write path always logs the operation's status: mark it once applied. A
+                # one-entry operation's mark goes through the buffer (its status can be read
+                # from the index meanwhile); a larger one's is written now.
+                single = len(entries) == 1
                 status = {"RowKey": self.wal.status_row(op_id, len(entries)), "status": PENDING}
-                total.add(self.materializer.apply_entries(op_id, entries, status, mark=len(ops) == 1))
-                if len(ops) > 1:
-                    marks.append(self.wal.mark_entity(op_id, status["RowKey"], APPLIED,
-                                                      finished=self.wal.clock().isoformat()))
+                total.add(self.materializer.apply_entries(op_id, entries, status, mark=not single))
+                if single:
+                    self.marks.add(self.wal.mark_entity(op_id, status["RowKey"], APPLIED,
+                                                        finished=self.wal.clock().isoformat()))
             except EntryError as e:
                 failures.append(str(e))
-        self.wal.write_marks(marks)
         if failures:
             raise EntryError("; ".join(failures))
         return total
@@ -439,11 +470,22 @@ class CatalogService:
         header = self.wal.header(op_id)
         single = header.get("kind") != HEADER  # a one-entry operation: count, action and time implied
         action = header.get("kind") if single else header.get("action")
-        view = {"operation": op_id, "status": header.get("status", PENDING),
+        status, finished = header.get("status", PENDING), header.get("finished")
+        if status == PENDING and single and header.get("kind") in (PUT, DELETE):
+            # Applied, and its mark still buffered (or lost): the index says so (one read).
+            entry = WalEntry(parse_operation_id(op_id), header["RowKey"], op_id, header["kind"], header)
+            shown = self.materializer.reflected(entry)
+            if shown is not None:
+                status = APPLIED
+                if shown.get(STAMP) == entry.stamp and shown.timestamp is not None:
+                    finished = shown.timestamp.isoformat()  # written by this operation, at that time
+        view = {"operation": op_id, "status": status,
                 "action": "delete" if action == DELETE else "insert",
                 "matched" if action == DELETE else "records": 1 if single else int(header.get("count", 0)),
                 "accepted": header.get("accepted") or time_of(op_id).isoformat()}
-        for name in ("finished", "error", "last_error"):
+        if finished:
+            view["finished"] = finished
+        for name in ("error", "last_error"):
             if header.get(name):
                 view[name] = header[name]
         if header.get("failed"):

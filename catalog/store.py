@@ -6,17 +6,21 @@ Azurite) and `memory_store.MemoryTableStore` (fast property tests). One contract
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 
 class Entity(dict):
-    """A table entity's properties (PartitionKey and RowKey included) plus its ETag."""
+    """A table entity's properties (PartitionKey and RowKey included) plus its ETag and the time
+    the service last wrote it (Table storage's Timestamp, UTC; None where a store has none)."""
 
     etag: str | None = None
+    timestamp: datetime | None = None
 
-    def __init__(self, props: Mapping[str, Any] = (), etag: str | None = None):
+    def __init__(self, props: Mapping[str, Any] = (), etag: str | None = None, timestamp: datetime | None = None):
         super().__init__(props)
         self.etag = etag
+        self.timestamp = timestamp
 
 
 class TableStore(Protocol):

@@ -111,3 +111,15 @@ def test_merge_batch_upserts_and_keeps_other_properties(store, table):
     assert (a["keep"], a["status"], b["status"]) == (1, "applied", "applied")
     with pytest.raises(StorageError):
         store.merge_batch(table, [{"PartitionKey": "p", "RowKey": "c"}, {"PartitionKey": "p", "RowKey": "c"}])
+
+
+def test_entities_carry_the_time_the_service_last_wrote_them(store, table):
+    from datetime import datetime, timedelta, timezone
+
+    before = datetime.now(timezone.utc) - timedelta(seconds=5)  # Azurite's clock is this machine's
+    etag = store.insert(table, {"PartitionKey": "p", "RowKey": "r", "v": 1})
+    first = store.get(table, "p", "r").timestamp
+    assert first is not None and first.tzinfo is not None and before <= first <= datetime.now(timezone.utc)
+    store.replace(table, {"PartitionKey": "p", "RowKey": "r", "v": 2}, etag)
+    [queried] = list(store.query(table, "p"))
+    assert queried.timestamp >= first and store.get(table, "p", "r").timestamp == queried.timestamp

@@ -282,3 +282,62 @@ def test_a_bad_operation_in_a_group_message_fails_alone(store):
     svc.apply_poison(message)
     assert [svc.operation(a.operation)["status"] for a in good] == ["applied", "failed", "applied"]
     assert {r["name"] for r in svc.query({"category": "cat"}).items} == {"n001", "n002"}
+
+
+def raw_status(svc, op_id):
+    return svc.wal.header(op_id)["status"]
+
+
+def test_a_one_record_operation_reads_applied_from_the_index_while_its_mark_is_buffered(store):
+    from catalog.service import MarkBuffer
+
+    queue = MemoryQueue("q")
+    svc = make_service(store, queue=queue)
+    svc.marks = MarkBuffer(svc.wal, idle=600, delay=600)  # keep the marks buffered
+    ops = [svc.submit([rec(i)]).operation for i in range(3)]
+    assert [svc.operation(op)["status"] for op in ops] == ["pending"] * 3  # logged, not applied
+    for text in queue.messages:
+        svc.apply_message(text)
+    assert [raw_status(svc, op) for op in ops] == ["pending"] * 3  # no mark written on the apply path
+    views = [svc.operation(op) for op in ops]
+    assert [v["status"] for v in views] == ["applied"] * 3  # the index says so
+    assert all(v["accepted"] <= v["finished"] for v in views)  # when the index entity was written
+    assert svc.health()["pending"] == 3
+    svc.flush()
+    assert [raw_status(svc, op) for op in ops] == ["applied"] * 3 and svc.health()["pending"] == 0
+    assert all(svc.operation(op).get("finished") for op in ops)
+
+
+def test_a_superseded_one_record_operation_reads_applied(store):
+    queue = MemoryQueue("q")
+    svc = make_service(store, queue=queue)
+    older = svc.submit([rec(1, v=1)]).operation
+    newer = svc.submit([rec(1, v=2)]).operation
+    svc.apply_message(queue.messages[1])  # only the newer one: the older can no longer change the index
+    assert svc.operation(older)["status"] == "applied"
+    assert svc.query({"sku": "s1"}).items == [rec(1, v=2)]
+    assert svc.operation(newer)["status"] == "applied"
+
+
+def test_sweep_marks_applied_operations_whose_marks_were_lost_with_one_read_each(store):
+    from catalog.service import MarkBuffer
+
+    clock = StepClock()
+    queue = MemoryQueue("q")
+    svc = make_service(store, queue=queue, clock=clock)
+    svc.marks = MarkBuffer(svc.wal, idle=600, delay=600)
+    ops = [svc.submit([rec(i)]).operation for i in range(4)]
+    for text in queue.messages[:3]:  # the fourth message never arrives
+        svc.apply_message(text)
+    svc.marks._take()  # the process died with three marks buffered
+    spy = Spy(store)
+    svc.wal.store = svc.index.store = spy
+    result = svc.sweep(clock.now + timedelta(seconds=1))
+    index_writes = [n for n, args, _ in spy.calls if args and args[0] == svc.index.table
+                    and n in ("insert", "replace", "merge", "delete")]
+    index_reads = [n for n, args, _ in spy.calls if args and args[0] == svc.index.table and n == "get"]
+    assert index_writes == ["insert", "insert"]  # only the fourth operation, at its 2 index keys
+    assert len(index_reads) == 3 + 1  # one per applied operation; the fourth's check found nothing
+    assert result.operations == 1 and result.entries == 1
+    assert [raw_status(svc, op) for op in ops] == ["applied"] * 4
+    assert svc.health(clock.now)["pending"] == 0
