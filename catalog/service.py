@@ -216,10 +216,10 @@ class CatalogService:
         self.materializer = materializer
         self.queue = queue
         self.poison_queue = poison_queue
-        # One-entry operations are marked applied through the buffer (in batches, off the apply
-        # path). The library pins its operations to one WAL shard, so its marks batch up, and
-        # defers every mark (deferred_marks): a lost multi-entry mark means the sweep applies that
-        # operation once more, which is a no-op.
+        # The queue trigger marks one-entry operations applied through the buffer (in batches, off
+        # the apply path). The library defers every mark (deferred_marks) and pins its operations
+        # to one WAL shard, so its marks batch up: a lost multi-entry mark means the sweep applies
+        # that operation once more, which is a no-op. Other direct applies (the CLI) mark at once.
         self.shard = shard
         self.marks = MarkBuffer(wal)
         self.defer_all_marks = deferred_marks
@@ -335,7 +335,7 @@ class CatalogService:
         log.info("operation %s: logged %d %s entries in %.3fs", op_id, len(pending), action, took)
         entries = [WalEntry(shard, e["RowKey"], op_id, e["kind"], e) for e in entities if e["kind"] != HEADER]
         if apply_now or not pending:
-            deferred = bool(pending) and (self.defer_all_marks or len(pending) == 1)
+            deferred = bool(pending) and self.defer_all_marks
             self.materializer.apply_entries(op_id, entries, header, final=True, mark=not deferred)
             if deferred:
                 self.marks.add(self.wal.mark_entity(op_id, header["RowKey"], APPLIED,
