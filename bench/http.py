@@ -28,13 +28,15 @@ What is measured (time.perf_counter everywhere; every phase warmed up first):
    by a fresh host with queues on; the clock starts when the host answers /admin/host/status
    (its queue pollers start right after the HTTP server) and stops when the queue is empty
    (the host deletes a message only after the function returned, i.e. after the operation was
-   marked applied; Azurite's message count includes invisible messages), confirmed by
-   /api/health `pending: 0`. Index entities = records x 2 index keys. The average number of
+   applied; Azurite's message count includes invisible messages) and /api/health shows
+   `pending: 0` (every status mark written: the app writes one-record operations' marks in the
+   background, so this waits for them too). Index entities = records x 2 index keys. The average number of
    functions running is the sum of the durations the host logged divided by the drain time.
    Next to it: plain azure-data-tables `upsert_entity` of the very same index entities (same
    keys, properties and sizes, built with the catalog's own key and record encoding) into a fresh
    table, from as many threads as the host may run messages at once (host.json batchSize +
-   newBatchThreshold = 24) sharing one TableClient, as the host's appliers share the catalog's;
+   newBatchThreshold = 24) sharing one TableClient (the SDK's default transport, with a
+   connection pool of that many connections), as the host's appliers share the catalog's;
    half of them right before the drain and half right after, so drift in the machine's load hits
    both alike. Ratio target >= 70%.
 5. Reference: the seed package (az-table-catalog 1.0.1) inserting the same records from 8
@@ -429,7 +431,8 @@ def queue_depth(client: QueueClient) -> int:
 def drain(host: HostProcess, queue: QueueClient, timeout: float, poll: float = 0.025) -> tuple[float, dict]:
     """Seconds from the host being up to its queue being empty and /api/health showing pending 0.
     Azurite's message count includes invisible (in-flight) messages, and the host deletes a
-    message only after its function returned, i.e. after the operation was marked applied."""
+    message only after its function returned, i.e. after the operation was applied; health's
+    pending count reaches 0 once the background status marks are written too."""
     t0 = host.ready_at
     assert t0 is not None
     deadline = t0 + timeout
