@@ -25,6 +25,11 @@ QUEUE_CONNECTION = CATALOG_STORAGE if any(k == CATALOG_STORAGE or k.startswith(C
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("function_app")
+# The Azure SDK logs every storage request's URL and headers at INFO. The worker forwards them to
+# the host as this function's logs, which host.json keeps at Information (its "Azure.Core"
+# category is the host's own SDK, not this worker's): a log line per storage request, and the
+# client CPU to format it. Warnings and errors still come through.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 def service() -> CatalogService:

@@ -152,7 +152,8 @@ class MarkBuffer:
     def add(self, mark: dict) -> None:
         with self._cond:
             now = time.monotonic()
-            if not self._pending:
+            was_empty = not self._pending
+            if was_empty:
                 self._oldest = now
             self._latest = now
             batch = self._pending.setdefault(mark["PartitionKey"], [])
@@ -161,7 +162,8 @@ class MarkBuffer:
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._run, name="catalog-status-marks", daemon=True)
                 self._writer.start()
-            self._cond.notify()
+            elif was_empty:
+                self._cond.notify()  # otherwise the writer is in a timed wait already: no wake-up per mark
         self._write(full)
 
     def _run(self) -> None:

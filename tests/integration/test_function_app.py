@@ -303,3 +303,13 @@ def test_crash_between_bulk_transactions_loses_nothing_that_was_logged(functions
     assert resp.status_code == 202
     deliver(functions, queue_texts(app_env, storage_connection)[-1])
     assert len(service.query({"category": "c"}, limit=1000).items) == 150  # replaced, not duplicated
+
+
+def test_the_sdks_per_request_logs_stay_out_of_the_function_logs(functions, app_env, storage_connection, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)  # what the worker forwards at host.json's Information
+    resp, _ = call(functions, "post_records", "POST", body=rec(1))
+    assert resp.status_code == 202
+    sdk = [r for r in caplog.records if r.name.startswith("azure.core.pipeline.policies.http_logging_policy")]
+    assert sdk == [] and any(r.name.startswith("catalog") for r in caplog.records)
