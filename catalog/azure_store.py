@@ -5,11 +5,16 @@ rest of the package reasons about ConflictError / TransientStorageError, never s
 """
 from __future__ import annotations
 
+import json
+import logging
+import math
 import os
+import re
 import threading
 import urllib.request
+import uuid
 from typing import Any, Iterator, Mapping, Sequence
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import requests
 
@@ -24,6 +29,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
+from azure.core.rest import HttpRequest
 from azure.data.tables import EntityProperty, TableServiceClient, UpdateMode
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from requests.adapters import HTTPAdapter
@@ -36,6 +42,8 @@ from urllib3.util.retry import Retry
 from .errors import ConflictError, StorageError, TableNotFoundError, TransientStorageError
 from .settings import StorageConfig
 from .store import Entity
+
+log = logging.getLogger(__name__)
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -152,6 +160,54 @@ def _entity(e) -> Entity:
     return Entity({k: _plain(v) for k, v in e.items()}, e.metadata.get("etag"), e.metadata.get("timestamp"))
 
 
+_PART_STATUS = re.compile(r"^HTTP/1\.1 (\d{3})", re.MULTILINE)
+_INT32 = range(-2 ** 31, 2 ** 31)
+
+
+def _odata_value(name: str, value: Any) -> dict[str, Any] | None:
+    """A property in the service's JSON format, or None for a type left to the SDK."""
+    if isinstance(value, str):
+        return {name: value}
+    if isinstance(value, bool):
+        return {name: value}
+    if isinstance(value, int):
+        return {name: value} if value in _INT32 else {name: str(value), f"{name}@odata.type": "Edm.Int64"}
+    if isinstance(value, float) and math.isfinite(value):
+        return {name: value, f"{name}@odata.type": "Edm.Double"}
+    return None
+
+
+def _key(value: str) -> str:
+    return quote(value.replace("'", "''"), safe="")
+
+
+def merge_changeset(endpoint: str, table: str, entities: Sequence[Mapping[str, Any]]) -> tuple[str, bytes] | None:
+    """An entity-group transaction of insert-or-merge operations (OData $batch: one changeset,
+    one PATCH per entity without If-Match), as (batch boundary, body); None if a property has a
+    type this encoder leaves to the SDK."""
+    base = endpoint.rstrip("/")
+    changeset = f"changeset_{uuid.uuid4()}"
+    lines: list[str] = []
+    for i, entity in enumerate(entities):
+        props: dict[str, Any] = {}
+        for name, value in entity.items():
+            encoded = _odata_value(name, value)
+            if encoded is None:
+                return None
+            props.update(encoded)
+        payload = json.dumps(props, ensure_ascii=True)
+        url = f"{base}/{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
+        lines += [f"--{changeset}", "Content-Type: application/http", "Content-Transfer-Encoding: binary",
+                  f"Content-ID: {i}", "", f"PATCH {url} HTTP/1.1", "Content-Type: application/json",
+                  f"Content-Length: {len(payload)}", "DataServiceVersion: 3.0", "Accept: application/json", "",
+                  payload]
+    lines.append(f"--{changeset}--")
+    batch = f"batch_{uuid.uuid4()}"
+    body = "\r\n".join([f"--{batch}", f"Content-Type: multipart/mixed; boundary={changeset}", "", *lines, "",
+                         f"--{batch}--", ""])
+    return batch, body.encode("ascii")
+
+
 class AzureTableStore:
     def __init__(self, service: TableServiceClient):
         self._service = service
@@ -208,13 +264,55 @@ class AzureTableStore:
             raise translate(e, f"merge into {table}") from e
 
     def merge_batch(self, table: str, entities: Sequence[Mapping[str, Any]]) -> None:
+        """Insert-or-merge in entity-group transactions of up to 100 (the status marks).
+
+        Encoded here (merge_changeset) when every property is a string, bool, int or float: the
+        SDK's submit_transaction costs the client ~4.5 ms plus ~0.35 ms per entity (it runs its
+        policies per sub-request through freshly made thread pools), about a quarter of the queue
+        trigger's CPU. The request still goes through the SDK's pipeline (signing, retries). If the
+        service refuses that encoding (400), the same batch is sent through the SDK instead."""
+        if len({(e["PartitionKey"], e["RowKey"]) for e in entities}) != len(entities):
+            raise StorageError(f"batch merge into {table}: an entity can appear only once in a batch")
         client = self._client(table)
         for start in range(0, len(entities), 100):
             batch = entities[start:start + 100]
+            encoded = merge_changeset(self._service.url, table, batch)
             try:
-                client.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in batch])
+                if encoded is None or not self._send_changeset(client, encoded):
+                    client.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in batch])
             except AzureError as e:
                 raise translate(e, f"batch merge into {table}") from e
+
+    @staticmethod
+    def _send_changeset(client, encoded: tuple[str, bytes]) -> bool:
+        """POST an encoded batch; False if the service refused its encoding (400 on the request or a
+        part), so the caller can fall back. Other failures raise as the SDK's would."""
+        boundary, body = encoded
+        url = client.url.rstrip("/")
+        request = HttpRequest("POST", f"{url}/$batch", content=body, headers={
+            "x-ms-version": client.api_version, "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx",
+            "Content-Type": f"multipart/mixed; boundary={boundary}", "Accept": "application/json"})
+        # The SDK's own pipeline, as its batches use; streamed, so no policy tries to decode
+        # the multipart reply as JSON.
+        response = client._client.send_request(request, stream=True)
+        response.read()
+        text = response.text() if response.status_code == 202 else ""
+        statuses = [int(code) for code in _PART_STATUS.findall(text)]
+        if response.status_code == 202 and statuses and all(200 <= code < 300 for code in statuses):
+            return True
+        status = response.status_code if response.status_code != 202 else next(
+            (code for code in statuses if not 200 <= code < 300), 500)
+        full = text or response.text()
+        detail = full[:300]
+        if status == 400:
+            log.warning("the service refused an encoded batch (400: %s); sending it through the SDK", detail)
+            return False
+        what = f"batch merge: storage answered {status}: {detail}"
+        if status in _TRANSIENT_STATUS:
+            raise TransientStorageError(what)
+        if status == 404 and "TableNotFound" in full:
+            raise TableNotFoundError("batch merge: the table does not exist")
+        raise StorageError(what)
 
     def delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
         client = self._client(table)

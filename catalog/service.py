@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ BULK_KEY = "records"
 MARK_DELAY = timedelta(seconds=2)  # the longest a status mark waits in the buffer
 MARK_IDLE = 0.05  # seconds without a new mark after which the buffer is written
 WRITER_LINGER = 30.0  # seconds an idle mark writer thread waits before it ends
+MARK_WRITERS = 4  # shard transactions of one flush written at once
 GROUP_MAX = 50  # one-record writes per group commit: one transaction, one queue message
 MAX_EMBEDDED_MESSAGE = 40 * 1024  # queue messages hold 64 KiB of base64, 48 KiB of text
 
@@ -201,11 +203,34 @@ class MarkBuffer:
         return batches
 
     def _write(self, batches: list[list[dict]]) -> None:
-        for batch in batches:
+        if len(batches) > 1:
+            # One transaction per shard, up to MARK_WRITERS at once: a flush covers every shard,
+            # and one by one they would trail the last apply by a few hundred milliseconds.
             try:
-                self.wal.write_marks(batch)
-            except Exception as e:  # noqa: BLE001 - the writer thread must live on; the sweep marks them
-                log.warning("could not write %d status marks (%s); the sweep will", len(batch), e)
+                list(_mark_writers().map(self._write_one, batches))
+                return
+            except RuntimeError:  # the interpreter is shutting down: no new threads; one by one
+                pass
+        for batch in batches:
+            self._write_one(batch)
+
+    def _write_one(self, batch: list[dict]) -> None:
+        try:
+            self.wal.write_marks(batch)
+        except Exception as e:  # noqa: BLE001 - the writer thread must live on; the sweep marks them
+            log.warning("could not write %d status marks (%s); the sweep will", len(batch), e)
+
+
+_writers: ThreadPoolExecutor | None = None
+_writers_lock = threading.Lock()
+
+
+def _mark_writers() -> ThreadPoolExecutor:
+    global _writers
+    with _writers_lock:
+        if _writers is None:
+            _writers = ThreadPoolExecutor(MARK_WRITERS, thread_name_prefix="catalog-status-marks")
+        return _writers
 
 
 class CatalogService:

@@ -123,3 +123,25 @@ def test_entities_carry_the_time_the_service_last_wrote_them(store, table):
     store.replace(table, {"PartitionKey": "p", "RowKey": "r", "v": 2}, etag)
     [queried] = list(store.query(table, "p"))
     assert queried.timestamp >= first and store.get(table, "p", "r").timestamp == queried.timestamp
+
+
+def test_merge_batch_round_trips_awkward_keys_and_every_value_type(store, table):
+    import math
+
+    rows = [{"PartitionKey": "p'q %é", "RowKey": rk, "s": "naïve ☃ \"quoted\"", "i": -7, "big": 2 ** 40,
+             "f": 1.5, "t": True} for rk in ("a'b", "c%20d", "e f", "ü")]
+    rows.append({"PartitionKey": "p'q %é", "RowKey": "bin", "b": b"\x00\xff", "s": "x"})  # a batch of its own
+    store.merge_batch(table, rows[:4])
+    store.merge_batch(table, rows[4:])
+    store.merge_batch(table, [{"PartitionKey": "p'q %é", "RowKey": "a'b", "f": math.pi}])  # merges, keeps
+    for row in rows:
+        got = store.get(table, row["PartitionKey"], row["RowKey"])
+        expected = dict(row, f=math.pi) if row["RowKey"] == "a'b" else row
+        assert {k: got[k] for k in expected} == expected
+
+
+def test_merge_batch_into_a_missing_table_is_reported_as_such(store):
+    from catalog.errors import TableNotFoundError
+
+    with pytest.raises(TableNotFoundError):
+        store.merge_batch(unique("missing"), [{"PartitionKey": "p", "RowKey": r, "v": 1} for r in "ab"])
