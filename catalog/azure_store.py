@@ -152,6 +152,17 @@ def table_service(config: StorageConfig) -> TableServiceClient:
                               transport=environment_transport(config.table_uri), **CLIENT_OPTIONS)
 
 
+def queue_client(name: str, *, connection_string: str | None = None, url: str | None = None, credential=None,
+                 **options: Any) -> QueueClient:
+    """A QueueClient on environment_transport: from a connection string, or a queue service URL and
+    a credential. The catalog's queues and the dev host's trigger pollers both use it."""
+    if connection_string is not None:
+        endpoint = QueueClient.from_connection_string(connection_string, name).url
+        return QueueClient.from_connection_string(connection_string, name, transport=environment_transport(endpoint),
+                                                  **options)
+    return QueueClient(url, name, credential=credential, transport=environment_transport(url), **options)
+
+
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, EntityProperty) else value
 
@@ -276,7 +287,7 @@ class AzureTableStore:
         client = self._client(table)
         for start in range(0, len(entities), 100):
             batch = entities[start:start + 100]
-            encoded = merge_changeset(self._service.url, table, batch)
+            encoded = merge_changeset(client.url, table, batch)
             try:
                 if encoded is None or not self._send_changeset(client, encoded):
                     client.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in batch])
@@ -288,8 +299,7 @@ class AzureTableStore:
         """POST an encoded batch; False if the service refused its encoding (400 on the request or a
         part), so the caller can fall back. Other failures raise as the SDK's would."""
         boundary, body = encoded
-        url = client.url.rstrip("/")
-        request = HttpRequest("POST", f"{url}/$batch", content=body, headers={
+        request = HttpRequest("POST", f"{client.url.rstrip('/')}/$batch", content=body, headers={
             "x-ms-version": client.api_version, "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx",
             "Content-Type": f"multipart/mixed; boundary={boundary}", "Accept": "application/json"})
         # The SDK's own pipeline, as its batches use; streamed, so no policy tries to decode
@@ -391,14 +401,12 @@ class AzureQueue:
 
     @classmethod
     def from_config(cls, config: StorageConfig, name: str) -> "AzureQueue":
-        policy = TextBase64EncodePolicy()
         if config.connection_string is not None:
-            endpoint = QueueClient.from_connection_string(config.connection_string, name).url
-            client = QueueClient.from_connection_string(config.connection_string, name, message_encode_policy=policy,
-                                                        transport=environment_transport(endpoint), **CLIENT_OPTIONS)
+            client = queue_client(name, connection_string=config.connection_string,
+                                  message_encode_policy=TextBase64EncodePolicy(), **CLIENT_OPTIONS)
         else:
-            client = QueueClient(config.queue_uri, name, credential=credential_for(config), message_encode_policy=policy,
-                                 transport=environment_transport(config.queue_uri), **CLIENT_OPTIONS)
+            client = queue_client(name, url=config.queue_uri, credential=credential_for(config),
+                                  message_encode_policy=TextBase64EncodePolicy(), **CLIENT_OPTIONS)
         return cls(client)
 
     def create(self) -> None:

@@ -360,7 +360,7 @@ class CatalogService:
                       "the queue message still applies it (or run recover)", op_id, took,
                       WRITE_DEADLINE.total_seconds())
         log.info("operation %s: logged %d %s entries in %.3fs", op_id, len(pending), action, took)
-        entries = [WalEntry(shard, e["RowKey"], op_id, e["kind"], e) for e in entities if e["kind"] != HEADER]
+        entries = [self.wal.entry(shard, e) for e in entities if e["kind"] != HEADER]
         if apply_now or not pending:
             deferred = bool(pending) and self.defer_all_marks
             self.materializer.apply_entries(op_id, entries, header, final=True, mark=not deferred)
@@ -384,7 +384,7 @@ class CatalogService:
                       ", ".join(op for op, _ in ops), took, WRITE_DEADLINE.total_seconds())
         for op_id, _ in ops:
             log.info("operation %s: logged 1 put entry in %.3fs (group of %d)", op_id, took, len(ops))
-        self._enqueue([(op_id, [WalEntry(shard, e["RowKey"], op_id, e["kind"], e)]) for op_id, e in ops])
+        self._enqueue([(op_id, [self.wal.entry(shard, e)]) for op_id, e in ops])
         return [Accepted(op_id, PENDING, 1) for op_id, _ in ops]
 
     def _enqueue(self, ops: list[tuple[str, list[WalEntry]]]) -> None:
@@ -500,7 +500,7 @@ class CatalogService:
         status, finished = header.get("status", PENDING), header.get("finished")
         if status == PENDING and single and header.get("kind") in (PUT, DELETE):
             # Applied, and its mark still buffered (or lost): the index says so (one read).
-            entry = WalEntry(parse_operation_id(op_id), header["RowKey"], op_id, header["kind"], header)
+            entry = self.wal.entry(parse_operation_id(op_id), header)
             shown = self.materializer.reflected(entry)
             if shown is not None:
                 status = APPLIED

@@ -215,7 +215,7 @@ class Wal:
             if is_status_entity(e):
                 header = e
             if e.get("kind") != HEADER:
-                entries.append(self._entry(shard, e))
+                entries.append(self.entry(shard, e))
         return header, entries
 
     def header(self, op_id: str) -> Entity:
@@ -229,9 +229,11 @@ class Wal:
     def scan(self, shard: int, *, after: str = "", before: str | None = None) -> Iterator[Entity | WalEntry]:
         """Headers (raw entities) and entries of one shard with after < RowKey < before, in order."""
         for e in self.store.query(self.table, shard_partition(shard), rk_gt=after, rk_lt=before, page_size=1000):
-            yield e if e.get("kind") == HEADER else self._entry(shard, e)
+            yield e if e.get("kind") == HEADER else self.entry(shard, e)
 
-    def _entry(self, shard: int, e: Entity) -> WalEntry:
+    @staticmethod
+    def entry(shard: int, e: Mapping[str, Any]) -> WalEntry:
+        """The WalEntry of an entry entity of `shard` (its RowKey is `<op id>-<seq>`)."""
         rk = e["RowKey"]
         return WalEntry(shard, rk, rk.rsplit("-", 1)[0], e.get("kind", ""), e)
 

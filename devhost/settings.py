@@ -191,9 +191,7 @@ class StorageConnection:
     use_managed_identity: bool = False
 
     def queue_client(self, queue_name: str, **kwargs: Any):
-        from azure.storage.queue import QueueClient
-
-        from catalog.azure_store import environment_transport
+        from catalog.azure_store import queue_client
 
         # No message encode/decode policy: the host reads raw text and applies messageEncoding
         # itself, and a poison copy must carry the original bytes unchanged. The transport is the
@@ -201,11 +199,8 @@ class StorageConnection:
         # machinery, so polling and deleting cost this process little CPU (in Azure the Functions
         # host does them, outside the Python worker).
         if self.connection_string is not None:
-            url = QueueClient.from_connection_string(self.connection_string, queue_name).url
-            return QueueClient.from_connection_string(self.connection_string, queue_name,
-                                                      transport=environment_transport(url), **kwargs)
-        return QueueClient(self.queue_service_url, queue_name, credential=self._credential(),
-                           transport=environment_transport(self.queue_service_url), **kwargs)
+            return queue_client(queue_name, connection_string=self.connection_string, **kwargs)
+        return queue_client(queue_name, url=self.queue_service_url, credential=self._credential(), **kwargs)
 
     def _credential(self):
         from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
