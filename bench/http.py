@@ -231,9 +231,9 @@ class HostProcess:
         if not self.queues:
             serve.append("--no-queues")
         if self.tcp_nodelay:
-            # Experiment only (--tcp-nodelay): the same command with TCP_NODELAY on the dev host's
-            # HTTP sockets, set from outside; devhost/ itself is not changed.
-            code = ("import runpy, sys; import devhost.httpserver as h; h._Handler.disable_nagle_algorithm = True; "
+            # Experiment only (--tcp-nodelay): the same command run through runpy. The dev host's
+            # server (uvicorn on asyncio) sets TCP_NODELAY on its sockets itself, so nothing is patched.
+            code = ("import runpy, sys; "
                     f"sys.argv = ['catalog'] + {serve!r}; runpy.run_module('catalog', run_name='__main__')")
             args = [python, "-c", code]
         else:

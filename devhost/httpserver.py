@@ -12,25 +12,63 @@ are only checked once deployed.
 
 Besides the app's routes the server answers ``GET /`` and ``GET /admin/host/status``
 (``{"state": "Running"}``), which tools use to wait for a Functions host to come up.
+
+HTTP/1.1 itself is parsed by uvicorn with its h11 protocol (RFC 9112 framing): a malformed
+request line or header, a bad, negative or repeated disagreeing Content-Length, a malformed
+chunk, an unsupported Transfer-Encoding (anything but ``chunked``), or a request head over
+64 KiB is answered 400 by h11/uvicorn and never reaches a function; a client that closes the
+connection before its body is complete gets no answer and nothing runs. A request with both
+Transfer-Encoding: chunked and Content-Length is read as chunked and its connection closed
+after the answer (RFC 9112 6.1). A request body is capped at ``max_body_bytes`` (default
+``MAX_BODY_BYTES``, 17 MiB: the catalog API's own 16 MiB limit plus slack, so the app still
+answers its own 413 for bodies just over 16 MiB): a Content-Length over the cap is answered
+413 problem+json before any of the body is read, and a chunked body is answered 413 as soon
+as it passes the cap; either way the connection is closed.
+
+uvicorn runs on its own asyncio event loop in a background thread (``HttpServer.start()``
+returns once the socket listens; port 0 picks a free port, known from ``.port`` right away).
+The functions are synchronous and may block, so each request is dispatched on a thread pool
+the server owns (``max_workers``, default 32): more simultaneous requests wait for a free
+worker, their connections stay open (listen backlog 2048). Connections have TCP_NODELAY set;
+idle keep-alive connections are closed after 120 s, and a request body that stops arriving
+for 120 s is answered 408 (``idle_seconds``). Responses carry ``Server: devhost``, a ``Date``
+and a Content-Length (HEAD: no body; 204 and 304: neither body nor Content-Length); while the
+server is stopping they carry ``Connection: close``. ``stop()`` closes idle connections at
+once and gives requests in flight up to 5 s to finish. Each request is logged on the
+"devhost" logger as ``"METHOD target" status sizeB timems (Functions.name)``; uvicorn's access
+log is off and its own logger ("uvicorn.error", which reports refused requests) is set to
+WARNING.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
+import h11
+import uvicorn
 
 from devhost.functions import FunctionSpec
 from devhost.routes import RouteTemplate
 
 log = logging.getLogger("devhost")
+
+MAX_BODY_BYTES = 17 * 1024 * 1024  # request body cap: catalog/api.py's 16 MiB plus 1 MiB slack
+MAX_WORKERS = 32  # threads the functions run on; more simultaneous requests wait for one
+BACKLOG = 2048  # listen backlog (the kernel may cap it at net.core.somaxconn)
+KEEP_ALIVE_SECONDS = 120  # idle keep-alive connections, and request bodies that stall, end after this
+MAX_HEAD_BYTES = 64 * 1024  # request line + headers; larger is a 400 from h11
+STOP_GRACE_SECONDS = 5  # stop() waits this long for requests in flight
 
 
 @dataclass
@@ -170,105 +208,196 @@ class Dispatcher:
         return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "devhost"
-    # Headers and body go out in two sends: with Nagle's algorithm on, every response would wait
-    # for the client's delayed ACK (about 40 ms on Linux).
-    disable_nagle_algorithm = True
-    timeout = 120  # idle keep-alive connections are closed after this
-    server: "HttpServer"
-
-    def _serve(self) -> None:
-        started = time.perf_counter()
-        try:
-            body = self._read_body()
-        except ValueError as e:
-            self._send(problem(400, "Bad Request", str(e)), close=True)
-            return
-        host = self.headers.get("Host") or "%s:%s" % self.server.server_address[:2]
-        response, fname = self.server.dispatcher.handle(
-            self.command, self.path, list(self.headers.items()), body, f"http://{host}")
-        self._send(response)
-        ms = (time.perf_counter() - started) * 1000
-        who = f" (Functions.{fname})" if fname else ""
-        log.info('"%s %s" %d %dB %.0fms%s', self.command, self.path, response.status,
-                 len(response.body), ms, who)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-    def __getattr__(self, name: str):
-        # Any other method (TRACE, CONNECT, ...) is routed too, so a known route answers 405 with
-        # Allow, as the Functions host does, instead of the stdlib's 501.
-        if name.startswith("do_"):
-            return self._serve
-        raise AttributeError(name)
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                size_line = self.rfile.readline(65537)
-                try:
-                    size = int(size_line.split(b";")[0].strip(), 16)
-                except ValueError:
-                    raise ValueError("malformed chunked request body") from None
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(3)
-        length = self.headers.get("Content-Length")
-        if not length:
-            return b""
-        try:
-            n = int(length)
-        except ValueError:
-            raise ValueError(f"bad Content-Length {length!r}") from None
-        return self.rfile.read(n)
-
-    def _send(self, response: Response, close: bool = False) -> None:
-        self.send_response(response.status)
-        skip = {"content-length", "transfer-encoding", "connection", "server", "date"}
-        for k, v in response.headers:
-            if k.lower() not in skip:
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(response.body)))
-        if close or self.server.stopping:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD" and response.body:
-            self.wfile.write(response.body)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
-        log.debug("http: " + format, *args)
+_SKIP_HEADERS = {"content-length", "transfer-encoding", "connection", "server", "date"}
+_NO_BODY = {204, 304}  # statuses that carry neither a body nor Content-Length (RFC 9110)
 
 
-class HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Uvicorn(uvicorn.Server):
+    """A uvicorn server that says when it listens and leaves process signals alone."""
 
-    def __init__(self, address: tuple[str, int], dispatcher: Dispatcher):
+    def __init__(self, config: uvicorn.Config, ready: threading.Event):
+        super().__init__(config)
+        self.ready = ready
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # SIGINT/SIGTERM belong to whoever runs the host (devhost/serve.py stops it). uvicorn
+        # (>= 0.29) installs its handlers only when serving from the main thread, which this
+        # server never does; this override makes sure it never does.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
+class HttpServer:
+    """The dev host's HTTP server: uvicorn (h11) on a background thread, functions on a pool.
+
+    :param address: (host, port) to listen on; port 0 picks a free one (see ``port``).
+    :param dispatcher: turns each request into a function call (``Dispatcher.handle``).
+    :param max_body_bytes: largest request body accepted; larger is a 413 (default
+        ``MAX_BODY_BYTES``, 17 MiB).
+    :param max_workers: threads the dispatcher runs on (default ``MAX_WORKERS``, 32); requests
+        beyond that wait for a free thread.
+    :param idle_seconds: an idle keep-alive connection is closed, and a request body that stops
+        arriving is answered 408, after this many seconds (default ``KEEP_ALIVE_SECONDS``, 120).
+
+    The socket is bound and listening when the constructor returns (an address in use raises
+    there); ``start()`` returns once uvicorn serves it. ``stopping`` is True from ``stop()`` on.
+    """
+
+    def __init__(self, address: tuple[str, int], dispatcher: Dispatcher, *,
+                 max_body_bytes: int = MAX_BODY_BYTES, max_workers: int = MAX_WORKERS,
+                 idle_seconds: float = KEEP_ALIVE_SECONDS):
         self.dispatcher = dispatcher
+        self.max_body_bytes = max_body_bytes
+        self.idle_seconds = idle_seconds
         self.stopping = False
-        super().__init__(address, _Handler)
+        host, port = address[0], address[1]
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+        # and uvicorn writes a response's head and body in separate sends (with Nagle's algorithm
+        # each keep-alive answer would wait ~40 ms for the client's delayed ACK).
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
+        self.server_address: tuple[str, int] = sock.getsockname()[:2]
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="devhost-http")
+        config = uvicorn.Config(
+            self._asgi, http="h11", loop="asyncio", lifespan="off", ws="none", interface="asgi3",
+            log_config=None, log_level="warning", access_log=False,  # our own log line instead
+            server_header=False, date_header=True,  # "Server: devhost" is added per response
+            proxy_headers=False, backlog=BACKLOG, limit_concurrency=None,
+            timeout_keep_alive=idle_seconds, timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES)
+        self._ready = threading.Event()
+        self._uvicorn = _Uvicorn(config, self._ready)
         self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     @property
     def port(self) -> int:
         return self.server_address[1]
 
     def start(self) -> "HttpServer":
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="devhost-http", daemon=True)
+        if self._thread is not None:
+            raise RuntimeError("HttpServer.start() was already called")
+        self._thread = threading.Thread(target=self._run, name="devhost-http", daemon=True)
         self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None or not self._uvicorn.started:
+            raise RuntimeError(f"the HTTP server did not start: {self._error!r}") from self._error
         return self
 
     def stop(self) -> None:
         self.stopping = True
+        self._uvicorn.should_exit = True
         if self._thread is not None:
-            self.shutdown()
-            self._thread.join(5)
-        self.server_close()
+            self._thread.join(STOP_GRACE_SECONDS + 5)
+        self._socket.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ the event loop thread
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as e:  # noqa: BLE001 - reported by start(), or logged when serving
+            self._error = e
+            if self._ready.is_set():
+                log.error("the HTTP server stopped: %r", e)
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        try:
+            await self._uvicorn.serve(sockets=[self._socket])
+        finally:
+            # Connections still open after the grace period (a request that never completed).
+            for conn in list(self._uvicorn.server_state.connections):
+                conn.transport.abort()
+            await asyncio.sleep(0)
+
+    async def _asgi(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        method: str = scope["method"]
+        target = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            target += "?" + scope["query_string"].decode("latin-1")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+
+        body = bytearray()
+        too_large = stalled = False
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        # Both framings (h11 reads it as chunked): RFC 9112 6.1 says close after answering.
+        ambiguous = declared is not None and any(k == b"transfer-encoding" for k, _ in scope["headers"])
+        if declared is not None and int(declared) > self.max_body_bytes:  # h11 has validated it
+            too_large = True
+        while not too_large:
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_seconds)
+            except asyncio.TimeoutError:
+                stalled = True
+                break
+            if message["type"] == "http.disconnect":
+                return  # the client left before its body was complete: nothing to run
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                too_large = True
+            elif not message.get("more_body", False):
+                break
+        fname = None
+        if too_large:
+            response = problem(413, "Payload Too Large",
+                               f"the request body is larger than {self.max_body_bytes} bytes")
+        elif stalled:
+            response = problem(408, "Request Timeout",
+                               f"the request body did not arrive within {self.idle_seconds:g} s")
+        else:
+            host = next((v for k, v in headers if k == "host"), None) or "%s:%s" % self.server_address
+            try:
+                response, fname = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, self.dispatcher.handle, method, target, headers, bytes(body),
+                    f"http://{host}")
+            except Exception as e:
+                log.error("%s %s failed: %s\n%s", method, target, e, traceback.format_exc())
+                response = problem(500, "Internal Server Error", f"{type(e).__name__} in the dev host")
+        try:
+            start, payload = self._encode(response, close=too_large or stalled or ambiguous)
+        except Exception as e:
+            log.error("%s %s: cannot send the response: %s\n%s", method, target, e, traceback.format_exc())
+            response = problem(500, "Internal Server Error", f"invalid response: {type(e).__name__}")
+            start, payload = self._encode(response, close=True)
+        ms = (time.perf_counter() - started) * 1000
+        who = f" (Functions.{fname})" if fname else ""
+        log.info('"%s %s" %d %dB %.0fms%s', method, target, response.status, len(response.body), ms, who)
+        await send(start)  # logged first: the line is there once the client has its answer
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    def _encode(self, response: Response, close: bool = False) -> tuple[dict[str, Any], bytes]:
+        """The ASGI response start message and the body to send (uvicorn drops it for HEAD)."""
+        status = response.status
+        if not 200 <= status <= 599:
+            raise ValueError(f"status {status} cannot be a final HTTP response")
+        headers = [(b"Server", b"devhost")]
+        for k, v in response.headers:
+            if k.lower() not in _SKIP_HEADERS:
+                headers.append((k.encode("latin-1"), str(v).encode("latin-1")))
+        body = response.body
+        if status in _NO_BODY:
+            body = b""
+        else:
+            headers.append((b"Content-Length", str(len(body)).encode()))
+        if close or self.stopping:
+            headers.append((b"connection", b"close"))  # lower case, as uvicorn looks for it
+        h11.Response(status_code=status, headers=headers)  # raises on a header h11 would refuse to send
+        return {"type": "http.response.start", "status": status, "headers": headers}, body
