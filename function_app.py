@@ -5,13 +5,12 @@ response (DESIGN §7). Storage, validation and the apply logic live in catalog/.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 
 import azure.functions as func
 
-from catalog import api
+from catalog import api, codec
 from catalog.bootstrap import service_for
 from catalog.errors import NotFoundError, ValidationError
 from catalog.service import CatalogService, records_from_body
@@ -37,26 +36,29 @@ def service() -> CatalogService:
 
 
 def json_response(status: int, body, headers: dict | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status,
+    return func.HttpResponse(codec.response_bytes(body), status_code=status,
                              mimetype="application/json", charset="utf-8", headers=headers)
 
 
 def error_response(error: Exception) -> func.HttpResponse:
     status, body, headers = api.problem_for(error)
-    if status >= 500:
-        log.exception("request failed: %s", error)
-    return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status,
+    if status >= 500:  # the body only has an error id: the detail is logged under it
+        log.error("request failed (error id %s): %s", body.get("error_id"), error, exc_info=error)
+    return func.HttpResponse(codec.response_bytes(body), status_code=status,
                              mimetype=api.PROBLEM_JSON, charset="utf-8", headers=headers)
 
 
 def accepted(result, count_name: str) -> func.HttpResponse:
     body = {"operation": result.operation, "status": result.status, count_name: result.count}
+    if result.operation is None:  # a delete that matched nothing wrote nothing: done, not accepted
+        return json_response(200, body)
     return json_response(202, body, {"Location": result.location})
 
 
 @app.route(route="records", methods=["POST"])
 def post_records(req: func.HttpRequest) -> func.HttpResponse:
     try:
+        api.check_json_content_type(req.headers.get("content-type"))
         records, _ = records_from_body(api.parse_body(req.get_body()))
         return accepted(service().submit(records), "records")
     except Exception as e:

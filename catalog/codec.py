@@ -7,8 +7,10 @@ size accounting at one byte per byte, so records close to the 1 MiB entity limit
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 from typing import Any, Mapping
 
 from .errors import EntryError, RecordTooLargeError, ValidationError
@@ -20,32 +22,163 @@ MAX_PROPERTIES = 252  # custom properties besides PartitionKey, RowKey, Timestam
 CHUNK_COUNT = "n"
 
 
+MAX_DEPTH = 64  # nesting levels of a record; a request body may add two (`{"records": [...]}`)
+MAX_BODY_DEPTH = MAX_DEPTH + 2
+
+# Strings (with their escapes) are skipped; what is left of the brackets gives the nesting depth.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def nesting_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (or any text: brackets inside
+    strings do not count). Linear, and it never recurses, so it is safe on hostile input."""
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", data))
+    if not brackets:
+        return 0
+    return max(itertools.accumulate(1 if b in b"[{" else -1 for b in brackets))
+
+
 def _reject_constant(name: str):
-    raise ValidationError(f"{name} is not valid JSON")
+    raise ValidationError(f"{name} is not valid JSON: send numbers only")
 
 
-def parse_json(text: str | bytes) -> Any:
-    """Strict JSON: NaN/Infinity refused."""
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValidationError(f"an object has the key {printable(key)} more than once", field=key)
+            seen.add(key)
+    return obj
+
+
+def strict_decoder() -> json.JSONDecoder:
+    """The decoder parse_json uses, for readers that stream (catalog import): no duplicate keys, no
+    NaN/Infinity. Its caller bounds the nesting (or catches RecursionError)."""
+    return json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+
+def parse_json(text: str | bytes, *, max_depth: int = MAX_BODY_DEPTH, what: str = "body") -> Any:
+    """Strict JSON (RFC 8259 as an interoperable parser reads it): UTF-8 only, no duplicate keys,
+    no NaN/Infinity, at most `max_depth` levels of nesting. Lone surrogates parse (`"\\ud800"` is
+    valid JSON text); `check_record` refuses them in records."""
+    if isinstance(text, str):
+        data = text.encode("utf-8", "surrogatepass")
+    else:
+        data = bytes(text)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValidationError(f"{what} is not valid UTF-8 (byte {e.start})") from None
+    depth = nesting_depth(data)
+    if depth > max_depth:
+        raise ValidationError(f"{what} nests {depth} levels deep; at most {max_depth} are allowed")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValidationError:
-        raise
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValidationError(f"body is not valid JSON: {e}") from e
+        return strict_decoder().decode(data.decode("utf-8", "surrogatepass"))
+    except ValidationError as e:
+        raise ValidationError(f"{what}: {e.detail}", field=e.field) from None
+    except RecursionError:  # unreachable below max_depth; kept so no input can become a 500
+        raise ValidationError(f"{what} nests too deeply") from None
+    except json.JSONDecodeError as e:
+        raise ValidationError(f"{what}: invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ValidationError(f"{what}: invalid JSON: {e}") from None
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """A quoted, ASCII-only rendering of a caller's text for an error message (lone surrogates and
+    control characters escaped, long texts cut), so a message can always be encoded and logged."""
+    shown = text if len(text) <= limit else text[:limit] + "..."
+    return json.dumps(shown, ensure_ascii=True)
+
+
+def _path(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key
+
+
+def _find_problem(value: Any) -> tuple[str, str] | None:
+    """(field path, what is wrong) for the first value no stored record may hold; None if none.
+    Iterative, so a deep structure cannot overflow the stack."""
+    stack: list[tuple[str, Any, int]] = [("", value, 0)]
+    while stack:
+        path, v, depth = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                return path, "holds a lone surrogate (text must be valid Unicode)"
+        elif isinstance(v, bool) or v is None or isinstance(v, int):
+            continue
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return path, "is a number out of range (JSON numbers must be finite)"
+        elif isinstance(v, (dict, list)):
+            if depth >= MAX_DEPTH:
+                return path, f"nests more than {MAX_DEPTH} levels deep"
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, child in items:
+                if isinstance(v, dict):
+                    if not isinstance(k, str):
+                        return path, f"has a key that is not a string ({type(k).__name__})"
+                    if _SURROGATE.search(k):
+                        return _path(path, k), "is a field name with a lone surrogate"
+                stack.append((_path(path, k), child, depth + 1))
+        else:
+            return path, f"is a {type(v).__name__}, which JSON cannot hold"
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def escape_surrogates(text: str) -> str:
+    """`text` with each lone surrogate written out as `\\udXXX`, so it encodes as UTF-8."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _refuse(record: Any, fallback: str) -> ValidationError:
+    found = _find_problem(record)
+    if found is None:
+        return ValidationError(fallback)
+    path, problem = found
+    top = path.split(".", 1)[0].split("[", 1)[0] or None
+    return ValidationError(f"field {printable(path)} {problem}" if path else f"the record {problem}", field=top)
 
 
 def dumps(record: Mapping[str, Any]) -> bytes:
+    """A new record as stored: compact JSON in UTF-8. Refuses (ValidationError naming the field)
+    anything a stored record must never hold: lone surrogates, non-finite numbers, values JSON
+    has no type for, more than MAX_DEPTH levels."""
     try:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError as e:
-        raise ValidationError(f"record is not representable as JSON: {e}") from e
-    except TypeError as e:
-        raise ValidationError(f"record contains a value that is not JSON: {e}") from e
-    return text.encode("utf-8", "surrogatepass")
+        data = text.encode("utf-8")
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+        raise _refuse(record, "the record is not representable as JSON") from None
+    if nesting_depth(data) > MAX_DEPTH:
+        raise _refuse(record, f"the record nests more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def dumps_stored(record: Mapping[str, Any]) -> bytes:
+    """A record read back from storage, as stored (lone surrogates of records accepted before they
+    were refused are kept, so a delete still names exactly that record)."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
 def loads(data: bytes) -> Any:
     return json.loads(data.decode("utf-8", "surrogatepass"))
+
+
+def response_bytes(body: Any) -> bytes:
+    """A JSON response body that always encodes: UTF-8, with `\\uXXXX` escapes only where text
+    holds a lone surrogate (a record stored before they were refused)."""
+    text = json.dumps(body, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body, ensure_ascii=True).encode("ascii")  # valid JSON; RFC 8259 allows the escapes
 
 
 def chunk_properties(data: bytes) -> dict[str, Any]:

@@ -33,6 +33,12 @@ class RecordTooLargeError(ValidationError):
     status = 413
 
 
+class UnsupportedMediaTypeError(ValidationError):
+    """A request body in another media type than the one the route reads. HTTP 415."""
+
+    status = 415
+
+
 class SchemaMismatchError(CatalogError):
     """This process is configured with another schema than the one persisted with the tables."""
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from . import codec
 from .errors import ConflictError, TransientStorageError, ValidationError
-from .keys import RecordKeys, normalize, partition_key, row_range, value_text
+from .keys import (MAX_KEY_UTF16, SEP, RecordKeys, check_read_value, encode_part, is_valid_table_key, normalize,
+                   partition_key, row_range, utf16_len, value_text)
 from .settings import Schema
 from .store import Entity, TableStore
 
@@ -104,7 +107,9 @@ class Index:
             if field not in self.schema.index_keys:
                 raise ValidationError(f"{field!r} is not an index key (index keys: "
                                       f"{', '.join(self.schema.index_keys)})", field=field)
-            resolved.append((field, normalize(value_text(value, field), self.schema.case_sensitive)))
+            text = normalize(value_text(value, field), self.schema.case_sensitive)
+            check_read_value(text, field, room=MAX_KEY_UTF16 - utf16_len(encode_part(field)) - len(SEP))
+            resolved.append((field, text))
         return resolved
 
     def query(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
@@ -150,17 +155,43 @@ class Index:
         return True
 
 
+TOKEN_VERSION = 1
+MAX_TOKEN_CHARS = 2800  # a RowKey of 512 UTF-16 units is at most 1,536 bytes of UTF-8, base64 adds a third
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_TOKEN_CHARS)
+
+
+def _partition_tag(pk: str) -> str:
+    return hashlib.sha256(pk.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def encode_continuation(pk: str, rk: str) -> str:
-    raw = json.dumps({"p": pk, "r": rk}, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+    """An opaque token: where the next page starts (a RowKey) and a tag of the partition it
+    belongs to. Not secret (it names a position the caller could query anyway), but checked."""
+    raw = json.dumps({"v": TOKEN_VERSION, "p": _partition_tag(pk), "r": rk}, ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii").rstrip("=")
 
 
 def decode_continuation(token: str, pk: str) -> str:
+    """The RowKey a token resumes after; ValidationError (400) for anything this query did not issue."""
+    def invalid(why: str) -> ValidationError:
+        return ValidationError(f"invalid continuation token: {why}; pass the continuation of the previous "
+                               "page of the same query unchanged", field="continuation")
+
+    if not _TOKEN.fullmatch(token):
+        raise invalid(f"expected up to {MAX_TOKEN_CHARS} URL-safe base64 characters")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw.decode("utf-8", "surrogatepass"))
-        if not isinstance(data, dict) or not isinstance(data.get("r"), str) or data.get("p") != pk:
-            raise ValueError("token does not belong to this query")
-        return data["r"]
-    except (ValueError, binascii.Error, UnicodeDecodeError) as e:
-        raise ValidationError(f"invalid continuation token: {e}") from e
+    except (binascii.Error, ValueError):
+        raise invalid("not base64") from None
+    try:
+        data = codec.parse_json(raw, max_depth=1, what="token")
+    except ValidationError:
+        raise invalid("not one of ours") from None
+    if not isinstance(data, dict) or set(data) != {"v", "p", "r"} or data["v"] != TOKEN_VERSION:
+        raise invalid("not one of ours")
+    rk = data["r"]
+    if not isinstance(rk, str) or not is_valid_table_key(rk) or SEP not in rk:
+        raise invalid("not one of ours")
+    if data["p"] != _partition_tag(pk):
+        raise invalid("it belongs to another query")
+    return rk

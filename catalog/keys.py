@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -101,7 +103,9 @@ def value_text(value: Any, field: str) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return json.dumps(value, allow_nan=False)
+        if not math.isfinite(value):
+            raise ValidationError(f"field {field!r} is a key field and its number is out of range", field=field)
+        return json.dumps(value)
     kind = "null" if value is None else type(value).__name__
     raise ValidationError(f"field {field!r} is a key field and must be a string, number or boolean, not {kind}",
                           field=field)
@@ -124,8 +128,28 @@ def row_key(normalized_row_text: str, fp: str) -> str:
     return encode_part(normalized_row_text) + SEP + fp
 
 
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def check_read_value(text: str, field: str, *, room: int = MAX_KEY_UTF16) -> None:
+    """A filter value or row bound given to a read or a delete, checked as a key would be before it
+    reaches storage: a value no record can hold is a 400, never a refused request URL."""
+    if not isinstance(text, str):
+        raise ValidationError(f"{field!r} must be text", field=field)
+    if _SURROGATE.search(text):
+        raise ValidationError(f"the value of {field!r} holds a lone surrogate, which no record can hold", field=field)
+    encoded = utf16_len(encode_part(text))
+    if encoded > room:
+        raise ValidationError(f"the value of {field!r} is too long for a table key: encoded it takes {encoded} of "
+                              f"{room} allowed characters", field=field)
+
+
 def row_range(row_from: str | None, row_to: str | None, case_sensitive: bool) -> tuple[str | None, str | None]:
     """(RowKey >= low, RowKey < high) bounds for an inclusive range of row key values."""
+    room = MAX_KEY_UTF16 - len(SEP) - FINGERPRINT_HEX
+    for name, bound in (("row_from", row_from), ("row_to", row_to)):
+        if bound is not None:
+            check_read_value(normalize(bound, case_sensitive), name, room=room)
     low = encode_part(normalize(row_from, case_sensitive)) + SEP if row_from is not None else None
     high = encode_part(normalize(row_to, case_sensitive)) + "!" if row_to is not None else None
     # "!" is the character right after SEP: every key "<row_to> <fingerprint>" sorts below it.

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import codec
 from .errors import (CatalogError, EntryError, IndexNotBuiltError, RecordTooLargeError, SchemaMismatchError,
-                     ValidationError)
+                     TransientStorageError, ValidationError)
 from .index import Index, Page, STAMP, TOMBSTONE
 from .keys import record_keys
 from .materializer import ApplyResult, Materializer
@@ -40,13 +40,13 @@ MAX_EMBEDDED_MESSAGE = 40 * 1024  # queue messages hold 64 KiB of base64, 48 KiB
 
 @dataclass(frozen=True)
 class Accepted:
-    operation: str
+    operation: str | None  # None: a delete that matched nothing, so nothing was written
     status: str
     count: int  # records written, or identities matched by a delete
 
     @property
-    def location(self) -> str:
-        return f"/api/operations/{self.operation}"
+    def location(self) -> str | None:
+        return f"/api/operations/{self.operation}" if self.operation else None
 
 
 def records_from_body(body: Any) -> tuple[list[Any], bool]:
@@ -146,7 +146,11 @@ class MarkBuffer:
         self.wal = wal
         self._delay, self._idle = delay, idle
         self._cond = threading.Condition()
-        self._pending: dict[str, list[dict]] = {}
+        # shard partition -> {status row -> mark}: one mark per WAL row, the latest. A duplicated
+        # queue delivery marks the same operation again, and a transaction naming one entity
+        # twice is refused whole.
+        self._pending: dict[str, dict[str, dict]] = {}
+        self.unwritten = 0  # marks this instance gave up on (the sweep marks those); shown on /health
         self._oldest = self._latest = 0.0
         self._writer: threading.Thread | None = None
         _live_buffers.add(self)
@@ -158,9 +162,9 @@ class MarkBuffer:
             if was_empty:
                 self._oldest = now
             self._latest = now
-            batch = self._pending.setdefault(mark["PartitionKey"], [])
-            batch.append(mark)
-            full = [self._pending.pop(mark["PartitionKey"])] if len(batch) >= MAX_BATCH else []
+            batch = self._pending.setdefault(mark["PartitionKey"], {})
+            batch[mark["RowKey"]] = mark
+            full = [list(self._pending.pop(mark["PartitionKey"]).values())] if len(batch) >= MAX_BATCH else []
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._run, name="catalog-status-marks", daemon=True)
                 self._writer.start()
@@ -194,11 +198,11 @@ class MarkBuffer:
             try:
                 self.wal.store.merge(self.wal.table, mark)
             except CatalogError as e:  # storage is gone: do not retry each of the others at exit
-                log.warning("could not write %d status marks (%s); the sweep will", len(marks) - written, e)
+                self._gave_up(marks[written:], e)
                 return
 
     def _take(self) -> list[list[dict]]:
-        batches = list(self._pending.values())
+        batches = [list(batch.values()) for batch in self._pending.values()]
         self._pending.clear()
         return batches
 
@@ -215,10 +219,28 @@ class MarkBuffer:
             self._write_one(batch)
 
     def _write_one(self, batch: list[dict]) -> None:
+        """One shard's marks. A batch storage refuses is written again in halves, down to single
+        merges, so one mark it will not take costs only that mark; when storage is busy or gone
+        the rest waits for the sweep rather than for retries of every piece."""
         try:
             self.wal.write_marks(batch)
-        except Exception as e:  # noqa: BLE001 - the writer thread must live on; the sweep marks them
-            log.warning("could not write %d status marks (%s); the sweep will", len(batch), e)
+        except TransientStorageError as e:
+            self._gave_up(batch, e)
+        except Exception as e:  # noqa: BLE001 - the writer thread must live on
+            if len(batch) == 1:
+                self._gave_up(batch, e)
+                return
+            log.warning("storage refused a batch of %d status marks (%s); writing it in halves", len(batch), e)
+            half = len(batch) // 2
+            self._write_one(batch[:half])
+            self._write_one(batch[half:])
+
+    def _gave_up(self, marks: list[dict], error: Exception) -> None:
+        with self._cond:
+            self.unwritten += len(marks)
+        log.warning("could not write the status marks of operations %s (%s); the sweep will",
+                    ", ".join(m["RowKey"].rsplit("-", 1)[0] if m["RowKey"].endswith("-00000") else m["RowKey"]
+                              for m in marks[:20]) + (" ..." if len(marks) > 20 else ""), error)
 
 
 _writers: ThreadPoolExecutor | None = None
@@ -340,7 +362,9 @@ class CatalogService:
                                       "(for example with row_from/row_to) and delete in parts")
             # The whole record, not only its key fields: a rebuild under another schema can still
             # tell which record this delete removed.
-            pending.append(PendingEntry(DELETE, codec.dumps(record)))
+            pending.append(PendingEntry(DELETE, codec.dumps_stored(record)))
+        if not pending:  # nothing to delete: nothing is written, and there is no operation to ask about
+            return Accepted(None, APPLIED, 0)
         return self._log(pending, action=DELETE, apply_now=apply_now)
 
     def _log(self, pending: list[PendingEntry], *, action: str, apply_now: bool) -> Accepted:
@@ -354,7 +378,7 @@ class CatalogService:
             entities = self.wal.entry_entities(op_id, pending)
             header = self.wal.header_entity(op_id, len(pending), action, accepted=accepted)
             entities.append(header)  # written last: present only if every entry is
-        took = self.wal.append(entities)
+        took = self._append(entities, op_id)
         if took > WRITE_DEADLINE.total_seconds():
             log.error("operation %s: WAL append took %.1fs, over the %ss deadline the sweep relies on; "
                       "the queue message still applies it (or run recover)", op_id, took,
@@ -371,6 +395,13 @@ class CatalogService:
         self._enqueue([(op_id, entries)])
         return Accepted(op_id, PENDING, len(pending))
 
+    def _append(self, entities: list[dict], op_ids: str) -> float:
+        try:
+            return self.wal.append(entities)
+        except CatalogError as e:  # the caller gets a problem without storage details: the log has them
+            log.warning("operations %s: WAL append failed, nothing was accepted: %s", op_ids, e)
+            raise
+
     def _log_group(self, pending: list[PendingEntry]) -> list[Accepted]:
         """Several one-record writes of concurrent requests: one WAL shard, one transaction (each
         entity is still its own operation, with its own status), one queue message."""
@@ -378,7 +409,7 @@ class CatalogService:
         for entry in pending:
             op_id, shard = self.wal.new_operation_id(shard)
             ops.append((op_id, self.wal.single_entity(op_id, entry)))
-        took = self.wal.append([entity for _, entity in ops])
+        took = self._append([entity for _, entity in ops], ", ".join(op for op, _ in ops))
         if took > WRITE_DEADLINE.total_seconds():
             log.error("operations %s: WAL append took %.1fs, over the %ss deadline the sweep relies on",
                       ", ".join(op for op, _ in ops), took, WRITE_DEADLINE.total_seconds())
@@ -396,7 +427,12 @@ class CatalogService:
                                       codec.join_chunks(e.entity).decode("utf-8", "surrogatepass")] for e in entries]}
                  for op_id, entries in ops]
         text = json.dumps(items[0] if len(items) == 1 else {"ops": items}, ensure_ascii=False)
-        if len(text.encode("utf-8", "surrogatepass")) > MAX_EMBEDDED_MESSAGE:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate (a record stored before they were refused): escaped
+            text = json.dumps(items[0] if len(items) == 1 else {"ops": items}, ensure_ascii=True)
+            size = len(text)
+        if size > MAX_EMBEDDED_MESSAGE:
             refs = [{"op": op_id} for op_id, _ in ops]
             text = json.dumps(refs[0] if len(refs) == 1 else {"ops": refs})
         try:
@@ -547,5 +583,6 @@ class CatalogService:
             "failed_operations": len(failed) if len(failed) < 1000 else "1000+",
             "latest_failures": [{"operation": f["RowKey"], "reason": f.get("reason"), "at": f.get("at")}
                                 for f in sorted(failed, key=lambda f: f.get("at", ""), reverse=True)[:failures]],
+            "status_marks_unwritten": self.marks.unwritten,
             "shards": shards,
         }

@@ -70,10 +70,11 @@ def read_jsonl(text: TextIO) -> Iterator[Row]:
         if not line.strip():
             continue
         try:
-            yield Row(number, json.loads(line))
-        except ValueError as e:
-            reason = f"invalid JSON: {e.msg} (column {e.colno})" if isinstance(e, json.JSONDecodeError) else str(e)
-            yield Row(number, error=reason, text=line.rstrip("\r\n"))
+            record = codec.parse_json(line, max_depth=codec.MAX_DEPTH, what="line")
+        except ValidationError as e:
+            yield Row(number, error=e.detail, text=line.rstrip("\r\n"))
+        else:
+            yield Row(number, record)
 
 
 class _Buffer:
@@ -86,7 +87,7 @@ class _Buffer:
         self.pos = 0
         self.line = 1
         self.eof = False
-        self.decoder = json.JSONDecoder()
+        self.decoder = codec.strict_decoder()
 
     def fill(self) -> bool:
         chunk = self.text.read(CHUNK)
@@ -114,6 +115,19 @@ class _Buffer:
         while True:
             try:
                 value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except ValidationError as e:  # a duplicate key or NaN: the element parses, as a reject
+                try:
+                    _, end = json.JSONDecoder().raw_decode(self.buf, self.pos)
+                except ValueError:
+                    raise MalformedFileError(self.line, e.detail) from None
+                if end == len(self.buf) and not self.eof and self.fill():
+                    continue
+                text = self.buf[self.pos:end]
+                self.line += text.count("\n")
+                self.pos = end
+                return Rejected(e.detail, text)
+            except RecursionError:
+                raise MalformedFileError(self.line, f"an element nests deeper than {codec.MAX_DEPTH} levels") from None
             except json.JSONDecodeError as e:
                 if len(self.buf) - self.pos < MAX_ELEMENT_CHARS and self.fill():
                     continue  # maybe just cut off at the window's end
@@ -126,6 +140,18 @@ class _Buffer:
             return value
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """An element that parses but that no record may be (duplicate keys, NaN)."""
+
+    reason: str
+    text: str
+
+
+def _row(line: int, value: Any) -> Row:
+    return Row(line, error=value.reason, text=value.text) if isinstance(value, Rejected) else Row(line, value)
+
+
 def read_json(text: TextIO) -> Iterator[Row]:
     """A JSON array of records, streamed; or JSON values one after another (JSON Lines included).
 
@@ -135,7 +161,7 @@ def read_json(text: TextIO) -> Iterator[Row]:
     if buf.peek() != "[":
         while buf.peek():
             line = buf.line
-            yield Row(line, buf.value())
+            yield _row(line, buf.value())
         return
     buf.take()
     if buf.peek() == "]":
@@ -145,7 +171,7 @@ def read_json(text: TextIO) -> Iterator[Row]:
             if not buf.peek():
                 raise MalformedFileError(buf.line, "the array is not closed")
             line = buf.line
-            yield Row(line, buf.value())
+            yield _row(line, buf.value())
             c = buf.peek()
             if c == ",":
                 buf.take()
@@ -330,13 +356,21 @@ def import_file(service: CatalogService, path: str | Path, *, fmt: str | None = 
 
 
 # -- export -------------------------------------------------------------------------------------
+_LINE_BREAKS = (("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+
+
 def _line(data: bytes) -> bytes:
+    """One record, one line of UTF-8. U+2028/U+2029 (valid inside JSON strings, and only there) are
+    escaped: many line readers split on them."""
     try:
         data.decode("utf-8")
-        return data + b"\n"
     except UnicodeDecodeError:
-        # A lone surrogate is stored as-is (codec.py); a file needs it escaped to stay UTF-8.
+        # A lone surrogate of a record stored before they were refused: escaped, to stay UTF-8.
         return json.dumps(codec.loads(data), ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+    for raw, escaped in _LINE_BREAKS:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data + b"\n"
 
 
 def export_records(service: CatalogService, out: BinaryIO, *, progress: Progress = NO_PROGRESS) -> int:

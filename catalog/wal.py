@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import codec
+from .codec import printable
 from .errors import ConflictError, NotFoundError, SchemaMismatchError, TableNotFoundError, ValidationError
 from .settings import Schema
 from .store import Entity, TableStore
@@ -57,15 +58,25 @@ def ts(moment: datetime) -> str:
 
 
 def parse_time(value: str | datetime) -> datetime:
-    """An ISO 8601 time (the seed's recover format too) or a datetime; naive means UTC."""
+    """An ISO 8601 time (the seed's recover format too) or a datetime; naive means UTC. Returned in
+    UTC; ValidationError for anything else, a time UTC cannot hold included (0001-01-01T00:00+14:00)."""
     if isinstance(value, datetime):
         moment = value
     else:
+        text = value.strip() if isinstance(value, str) else ""
         try:
-            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError as e:
-            raise ValidationError(f"not an ISO 8601 time: {value!r}") from e
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+            if not text.isascii() or len(text) > 40:
+                raise ValueError("not ASCII")
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(f"not an ISO 8601 time: {printable(str(value))}", field="since") from None
+    try:
+        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        moment + timedelta(days=1)  # within range on both sides, so ts() and windows around it work
+        moment - timedelta(days=1)
+    except OverflowError:
+        raise ValidationError(f"{moment.isoformat()} is outside the times UTC can represent", field="since") from None
+    return moment
 
 
 def time_of(stamp: str) -> datetime:
@@ -74,7 +85,7 @@ def time_of(stamp: str) -> datetime:
 
 def parse_operation_id(op_id: str) -> int:
     """The shard of an operation id; ValidationError if it is not one."""
-    m = _OP_ID.match(op_id or "")
+    m = _OP_ID.fullmatch(op_id) if isinstance(op_id, str) else None
     if not m or int(m.group(1)) >= SHARDS:
         raise ValidationError(f"{op_id!r} is not an operation id")
     return int(m.group(1))

@@ -9,16 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
+          "negative_data_rejection")
 
 
 def test_api_conforms_to_its_description(served, tmp_path):
     st = Path(sys.executable).with_name("schemathesis")
     run = subprocess.run(
-        [str(st), "run", served.url("openapi.json"), "--checks", CHECKS, "--max-examples", "5",
-         "--phases", "examples,coverage,fuzzing", "--max-time", "200", "--seed", "20261127",
+        [str(st), "run", served.url("openapi.json"), "--checks", CHECKS, "--max-examples", "20",
+         "--mode", "all", "--phases", "examples,coverage,fuzzing", "--max-time", "200", "--seed", "20261127",
          "--workers", "2", "--exclude-operation-id", "post_recover", "--request-timeout", "30", "--generation-database", "none", "--no-color"],
-        capture_output=True, text=True, timeout=400, cwd=tmp_path)
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-8000:]
     assert "No issues found" in out or "passed" in out.lower(), out[-3000:]

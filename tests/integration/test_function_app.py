@@ -277,7 +277,8 @@ def test_throttled_wal_write_is_a_503_problem_and_nothing_is_half_done(functions
     finally:
         service.wal.store = real
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
-    assert resp.mimetype == "application/problem+json" and "503" in problem["detail"]
+    assert resp.mimetype == "application/problem+json" and "retry" in problem["detail"]
+    assert "ServerBusy" not in problem["detail"] and problem["error_id"] in problem["detail"]
     assert wal_count(service) == 0 and queue_texts(app_env, storage_connection) == []
     resp, body = call(functions, "post_records", "POST", body=rec(1))  # the client's retry
     assert resp.status_code == 202

@@ -175,3 +175,22 @@ def test_library_inserts_take_one_wal_write_and_batch_their_status_marks(client)
     # The marks are written by the buffer's writer thread, without another insert or close().
     wait_until(lambda: client.service.health()["pending"] == 0, what="status marks written")
     assert client.recover().operations == 0  # nothing left for the sweep to redo
+
+
+@pytest.mark.parametrize("record, field", [
+    ({"sku": "a", "category": "c", "name": "n", "note": "\ud800"}, "note"),
+    ({"sku": "\udfff", "category": "c", "name": "n"}, "sku"),
+    ({"sku": float("inf"), "category": "c", "name": "n"}, "sku"),
+    ({"sku": "a", "category": "c", "name": float("nan")}, "name"),
+    ({"sku": "a", "category": "c", "name": "n", "price": float("-inf")}, "price"),
+])
+def test_the_library_refuses_what_the_http_edge_refuses_and_writes_nothing(client, record, field):
+    with pytest.raises(ValidationError) as e:
+        client.insert(record)
+    assert e.value.field == field
+    with pytest.raises(ValidationError):
+        client.insert_many([{"sku": "ok", "category": "c", "name": "n"}, record])
+    assert wal_entries(client) == []
+    with pytest.raises(ValidationError):
+        client.query({"sku": "x" * 600})
+    assert client.delete({"sku": "nothing"}) == 0 and wal_entries(client) == []

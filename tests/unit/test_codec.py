@@ -23,9 +23,47 @@ def test_any_json_object_round_trips_through_chunks(record):
 def test_big_ints_floats_unicode_and_reserved_names_round_trip_exactly():
     record = {"PartitionKey": "p", "RowKey": 1, "Timestamp": None, "etag": [1], "operation": "delete",
               "big": 2 ** 200, "neg": -(10 ** 40), "f": 0.1, "tiny": 5e-324, "u": "日本 🙂 \u0000",
-              "lone": "\ud800", "nested": {"a": [1, {"b": None}]}}
+              "nested": {"a": [1, {"b": None}]}}
     back = codec.decode_payload(codec.chunk_properties(codec.dumps(record)))
     assert back == record and json.dumps(back) == json.dumps(record)
+
+
+@pytest.mark.parametrize("record, field", [
+    ({"a": "\ud800"}, "a"), ({"a": {"b": ["ok", "x\udfff"]}}, "a"), ({"k\udc00": 1}, "k\udc00"),
+    ({"a": float("inf")}, "a"), ({"a": {"b": -float("inf")}}, "a"), ({"a": {"b": {1, 2}}}, "a"),
+])
+def test_a_new_record_never_holds_what_json_or_utf8_cannot_carry(record, field):
+    with pytest.raises(ValidationError) as e:
+        codec.dumps(record)
+    assert e.value.field == field and e.value.status == 400
+    str(e.value).encode("ascii")  # the message escapes what it quotes
+
+
+def test_nesting_is_bounded_for_records_and_bodies():
+    deepest = {"a": 1}
+    for _ in range(codec.MAX_DEPTH - 1):
+        deepest = {"a": deepest}
+    assert codec.nesting_depth(codec.dumps(deepest)) == codec.MAX_DEPTH
+    with pytest.raises(ValidationError, match="nests more than"):
+        codec.dumps({"a": deepest})
+    body = b"[" * 100_000 + b"]" * 100_000  # far past the interpreter's recursion limit
+    with pytest.raises(ValidationError, match="levels deep"):
+        codec.parse_json(body)
+    assert codec.nesting_depth(b'["[[[", {"a": "]]\\"}]') == 2  # brackets in strings do not count
+
+
+def test_parse_json_is_strict_about_encoding_keys_and_constants():
+    for body, reason in [(b'{"a": 1, "a": 2}', "more than once"), (b"\xff{}", "UTF-8"),
+                         (b'{"a": Infinity}', "not valid JSON"), ('{"a": "é"}'.encode("utf-16"), "UTF-8")]:
+        with pytest.raises(ValidationError, match=reason):
+            codec.parse_json(body)
+
+
+def test_a_record_stored_before_lone_surrogates_were_refused_still_reads_and_encodes():
+    legacy = codec.dumps_stored({"a": "\ud800"})
+    assert codec.loads(legacy) == {"a": "\ud800"}
+    assert json.loads(codec.response_bytes({"items": [codec.loads(legacy)]})) == {"items": [{"a": "\ud800"}]}
+    assert codec.response_bytes({"a": "é"}) == '{"a": "é"}'.encode()  # ordinary text stays as it is
 
 
 def test_large_payload_spans_chunks_of_at_most_64_kib():
