@@ -13,14 +13,13 @@ import azure.functions as func
 from catalog import api, codec
 from catalog.bootstrap import service_for
 from catalog.errors import NotFoundError, ValidationError
-from catalog.service import CatalogService, records_from_body
-from catalog.settings import CATALOG_STORAGE, STORAGE_SETTING, Settings
+from catalog.service import CatalogService
+from catalog.settings import Settings
 
 # Fail at start-up, naming the setting, if the configuration is wrong (no I/O here).
-Settings.from_env(os.environ)
-# The queue lives in the catalog's storage: CATALOG_STORAGE when set, else the host's.
-QUEUE_CONNECTION = CATALOG_STORAGE if any(k == CATALOG_STORAGE or k.startswith(CATALOG_STORAGE + "__")
-                                          for k in os.environ if os.environ[k]) else STORAGE_SETTING
+# The queue lives in the catalog's storage: the setting (CATALOG_STORAGE or the host's) that the
+# catalog's own settings chose, so the trigger and the code that enqueues always agree.
+QUEUE_CONNECTION = Settings.from_env(os.environ).storage.setting
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("function_app")
@@ -49,17 +48,17 @@ def error_response(error: Exception) -> func.HttpResponse:
 
 
 def accepted(result, count_name: str) -> func.HttpResponse:
-    body = {"operation": result.operation, "status": result.status, count_name: result.count}
+    body = api.accepted_body(result, count_name)
     if result.operation is None:  # a delete that matched nothing wrote nothing: done, not accepted
         return json_response(200, body)
-    return json_response(202, body, {"Location": result.location})
+    return json_response(202, body, {"Location": api.operation_location(result.operation)})
 
 
 @app.route(route="records", methods=["POST"])
 def post_records(req: func.HttpRequest) -> func.HttpResponse:
     try:
         api.check_json_content_type(req.headers.get("content-type"))
-        records, _ = records_from_body(api.parse_body(req.get_body()))
+        records, _ = api.records_from_body(api.parse_body(req.get_body()))
         return accepted(service().submit(records), "records")
     except Exception as e:
         return error_response(e)
@@ -118,9 +117,7 @@ def get_health(req: func.HttpRequest) -> func.HttpResponse:
 def post_recover(req: func.HttpRequest) -> func.HttpResponse:
     try:
         result = service().recover(req.params.get("since") or None)
-        return json_response(200, {"operations": result.operations, "entries": result.entries,
-                                   "failed": result.failed, "changed": result.changed,
-                                   "stopped_shards": result.stopped_shards})
+        return json_response(200, api.recovery_body(result))
     except Exception as e:
         return error_response(e)
 

@@ -18,7 +18,7 @@ measured requests per insert/query, broken down by kind):
          100 (one WAL shard per client); each timed round ends with close(), which writes the
          marks still buffered, so they are timed and counted. = 1 + index keys requests (3 here)
          + about 1/40 (one transaction per round of 40 inserts). Its storage
-         clients use catalog.azure_store's transport (StorageSession: requests handed straight to
+         clients use catalog.adapters.azure's transport (StorageSession: requests handed straight to
          requests' adapter); the other contenders use the SDK's default transport.
 - seed   `az_table_catalog.TableCatalogClient.insert(record)`: create_entity into the WAL,
          get_entity of the checkpoint, a query of the WAL after the checkpoint (one entry when
@@ -392,7 +392,7 @@ def per_op(counter: Counter | None, seconds: Counter | None, ops: int) -> tuple[
 
 def library_cpu_per_insert(records: list[dict]) -> float:
     """ms per insert of our client with the in-memory store: the library's own cost, no storage at all."""
-    from catalog.memory_store import MemoryTableStore
+    from catalog.adapters.memory import MemoryTableStore
 
     client = TableCatalogClient("UseDevelopmentStorage=true", "memory", "memorywal", INDEX_KEYS, ROW_KEY,
                                 store=MemoryTableStore())

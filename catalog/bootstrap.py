@@ -1,17 +1,25 @@
-"""The one wiring place: settings in, service objects out."""
+"""The one wiring place (composition root): settings in, service objects out. The only core module
+that picks a storage adapter."""
 from __future__ import annotations
 
 import threading
 from typing import Mapping
 
+from .adapters.azure import AzureQueue, AzureTableStore
 from .index import Index
 from .materializer import Materializer
 from .service import CatalogService
 from .settings import Settings
+from .store import TableStore
 from .wal import Wal
 
 _services: dict[Settings, CatalogService] = {}
 _lock = threading.Lock()
+
+
+def table_store(settings: Settings) -> TableStore:
+    """The table store the settings point at (Azure Storage or Azurite)."""
+    return AzureTableStore.from_config(settings.storage)
 
 
 def build_service(settings: Settings, *, store=None, queue=None, poison_queue=None, ensure: bool = True,
@@ -19,9 +27,7 @@ def build_service(settings: Settings, *, store=None, queue=None, poison_queue=No
                   **materializer_options) -> CatalogService:
     """A CatalogService on Azure Storage (or the given store/queue), tables and queues created."""
     if store is None:
-        from .azure_store import AzureQueue, AzureTableStore
-
-        store = AzureTableStore.from_config(settings.storage)
+        store = table_store(settings)
         queue = queue or AzureQueue.from_config(settings.storage, settings.queue)
         poison_queue = poison_queue or AzureQueue.from_config(settings.storage, settings.poison_queue)
     wal = Wal(store, settings.wal_table)

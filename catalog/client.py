@@ -11,7 +11,7 @@ import os
 import secrets
 from typing import Any, Mapping
 
-from .bootstrap import build_service
+from .bootstrap import build_service, table_store
 from .errors import CatalogError
 from .materializer import ApplyResult
 from .settings import Settings
@@ -31,9 +31,7 @@ class TableCatalogClient:
             os.environ if env is None else env, connection_string=connection_string, table_name=table_name,
             wal_name=wal_name, index_keys=index_keys, row_key=row_key, case_sensitive=case_sensitive)
         # The library applies writes itself: it needs no queue.
-        from .azure_store import AzureTableStore
-
-        store = service_options.pop("store", None) or AzureTableStore.from_config(self.settings.storage)
+        store = service_options.pop("store", None) or table_store(self.settings)
         # One WAL shard per client, so its status marks batch up (the shards still spread the
         # writes of many clients); marks are flushed on close() and at interpreter exit.
         self.service = build_service(self.settings, store=store, queue=None, shard=secrets.randbelow(SHARDS),

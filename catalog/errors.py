@@ -53,6 +53,10 @@ class SchemaMismatchError(CatalogError):
         )
 
 
+class WalLayoutError(CatalogError):
+    """The WAL table was written with another layout (shard count) than this version uses."""
+
+
 class IndexNotBuiltError(CatalogError):
     """The configured index table is new to a WAL that already feeds another: it must be built first."""
 

@@ -23,6 +23,7 @@ from .settings import Schema
 from .store import Entity, TableStore
 
 STAMP, TOMBSTONE = "s", "x"
+META_PARTITION = "meta"  # no index partition is called that: every index PartitionKey holds a space
 MAX_RACE_RETRIES = 10
 
 
@@ -40,6 +41,24 @@ class Index:
 
     def create(self) -> None:
         self.store.create_table(self.table)
+
+    def sibling(self, table: str, schema: Schema) -> "Index":
+        """Another index table on the same storage (the table `catalog reindex` builds)."""
+        return Index(self.store, table, schema)
+
+    # -- the table's own bookkeeping (partition `meta`, see index_meta.py) ----------------------
+    def meta_get(self, row: str) -> Entity | None:
+        return self.store.get(self.table, META_PARTITION, row)
+
+    def meta_insert(self, row: str, props: Mapping[str, Any]) -> str:
+        """Create a meta row; ConflictError if it exists. Returns its ETag."""
+        return self.store.insert(self.table, {**props, "PartitionKey": META_PARTITION, "RowKey": row})
+
+    def meta_replace(self, row: str, props: Mapping[str, Any], etag: str) -> str:
+        return self.store.replace(self.table, {**props, "PartitionKey": META_PARTITION, "RowKey": row}, etag)
+
+    def meta_merge(self, row: str, props: Mapping[str, Any]) -> None:
+        self.store.merge(self.table, {**props, "PartitionKey": META_PARTITION, "RowKey": row})
 
     # -- write -----------------------------------------------------------------------------
     def write(self, keys: RecordKeys, stamp: str, data: bytes | None) -> int:
@@ -135,6 +154,29 @@ class Index:
             items.append(record)
             last_rk = e["RowKey"]
         return Page(items, None)
+
+    def live(self, pk: str, *, rk_ge: str | None = None, rk_lt: str | None = None) -> list[Entity]:
+        """The entities of one index partition that are not tombstones (a RowKey range optional)."""
+        return list(self.store.query(self.table, pk, rk_ge=rk_ge, rk_lt=rk_lt, equals={TOMBSTONE: False}))
+
+    def records(self) -> Iterator[Entity]:
+        """Every current record once: the live entities under the first index key, in key order.
+        For tools (export, reindex), never on a request path."""
+        first = encode_part(self.schema.index_keys[0])
+        for e in self.store.scan_table(self.table, pk_ge=first + SEP, pk_lt=first + "!", page_size=1000):
+            if not e.get(TOMBSTONE):
+                yield e
+
+    def entities(self) -> Iterator[Entity]:
+        """Every entity of the table, bookkeeping rows included, in key order (verify reads it all)."""
+        return self.store.scan_table(self.table, page_size=1000)
+
+    def remove(self, pk: str, rk: str, etag: str | None) -> None:
+        """Delete one entity if it still has this ETag (ConflictError if not): verify's repair."""
+        self.store.delete(self.table, pk, rk, etag=etag)
+
+    def is_empty(self) -> bool:
+        return next(iter(self.store.scan_table(self.table, page_size=1)), None) is None
 
     def iter_all(self, filters: Mapping[str, Any], **kw) -> Iterator[dict]:
         page = self.query(filters, **kw)

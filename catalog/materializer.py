@@ -25,7 +25,7 @@ from .index import Index
 from .keys import record_keys
 from .settings import Schema
 from .store import Entity
-from .wal import (APPLIED, DELETE, FAILED_STATUS, MAX_BATCH, PENDING, PUT, SETTLE_WINDOW, SHARDS, Wal,
+from .wal import (shard_partition, APPLIED, DELETE, FAILED_STATUS, MAX_BATCH, PENDING, PUT, SETTLE_WINDOW, SHARDS, Wal,
                   WalEntry, is_status_entity, ts)
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,12 @@ class ApplyResult:
     stopped_shards: list[int] = field(default_factory=list)
     checkpoints: dict[int, str] = field(default_factory=dict)
     tombstones_collected: int = 0
+
+    def view(self) -> dict:
+        """The one rendering of a result, for the recover route and `catalog recover --json` alike."""
+        return {"operations": self.operations, "entries": self.entries, "failed": self.failed,
+                "changed": self.changed, "stopped_shards": sorted(self.stopped_shards),
+                "checkpoints": {shard_partition(s): c for s, c in sorted(self.checkpoints.items())}}
 
     def add(self, other: "ApplyResult") -> None:
         self.operations += other.operations
@@ -68,11 +74,7 @@ class Materializer:
     # -- one entry ---------------------------------------------------------------------------
     def apply_entry(self, entry: WalEntry) -> int:
         """Apply one WAL entry. EntryError if it cannot ever be applied; storage errors propagate."""
-        if entry.kind not in (PUT, DELETE):
-            raise EntryError(f"entry {entry.stamp}: unknown kind {entry.kind!r}")
-        payload = entry.payload()
-        if not isinstance(payload, dict):
-            raise EntryError(f"entry {entry.stamp}: payload is not a JSON object")
+        payload = entry.record()
         try:
             keys = record_keys(self.schema, payload)
         except ValidationError as e:
@@ -214,7 +216,7 @@ class Materializer:
         horizon = ts(now - self.tombstone_retention)
         collected = 0
         for shard in range(SHARDS):
-            mark = self.wal.mark_value("collected", shard)[0]
+            mark = self.wal.progress("collected", shard)[0]
             bound = min(horizon, self.wal.checkpoint(shard))
             if bound <= mark:
                 continue

@@ -1,9 +1,11 @@
 """Settings: parsed once from the environment (DESIGN §9) into frozen values, with errors naming the setting."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from pathlib import Path
+from typing import Any, Mapping
 
 from .errors import SettingsError
 
@@ -61,6 +63,19 @@ class Schema:
     def key_fields(self) -> tuple[str, ...]:
         """Fields that make up a record's identity: the row key, then the index keys."""
         return (self.row_key, *[k for k in self.index_keys if k != self.row_key])
+
+    def view(self) -> dict:
+        return {"index_keys": list(self.index_keys), "row_key": self.row_key, "case_sensitive": self.case_sensitive}
+
+    def to_props(self, prefix: str = "") -> dict[str, Any]:
+        """The schema as table entity properties (the WAL's schema lock, an index table's meta)."""
+        return {f"{prefix}index_keys": json.dumps(list(self.index_keys)), f"{prefix}row_key": self.row_key,
+                f"{prefix}case_sensitive": self.case_sensitive}
+
+    @classmethod
+    def from_props(cls, entity: Mapping[str, Any], prefix: str = "") -> "Schema":
+        return cls(tuple(json.loads(entity[f"{prefix}index_keys"])), entity[f"{prefix}row_key"],
+                   bool(entity[f"{prefix}case_sensitive"]))
 
     def describe(self) -> str:
         return (
@@ -150,8 +165,14 @@ def check_table_name(setting: str, name: str) -> str:
     return name
 
 
+def is_queue_name(name: str, *, room: int = 0) -> bool:
+    """Azure's queue name rule (3-63 lowercase letters, digits, single hyphens), leaving `room`
+    characters for a suffix such as POISON_SUFFIX. The one home of the rule (the dev host uses it)."""
+    return 3 <= len(name) <= 63 - room and bool(_QUEUE_RE.match(name))
+
+
 def check_queue_name(setting: str, name: str) -> str:
-    if not (3 <= len(name) <= 63 - len(POISON_SUFFIX)) or not _QUEUE_RE.match(name):
+    if not is_queue_name(name, room=len(POISON_SUFFIX)):
         raise SettingsError(setting, f"{name!r} is not a valid queue name (lowercase letters, digits and "
                             f"single hyphens, 3-{63 - len(POISON_SUFFIX)} characters so that "
                             f"'<queue>{POISON_SUFFIX}' is valid too)")
@@ -232,3 +253,44 @@ class Settings:
         if case_sensitive is not None:
             merged["CATALOG_CASE_SENSITIVE"] = "true" if case_sensitive else "false"
         return cls.from_env(merged)
+
+
+LOCAL_SETTINGS = "local.settings.json"
+
+
+def read_local_settings(path: str | Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """(`Values`, `Host`) of a local.settings.json, values as the Functions host reads them (booleans
+    as true/false, nulls left out); both empty when the file does not exist. The one reader of
+    that file: the CLI and the dev host both use it."""
+    path = Path(path)
+    if not path.is_file():
+        return {}, {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as e:
+        raise SettingsError(str(path), f"cannot read it as JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise SettingsError(str(path), "must hold a JSON object")
+    if data.get("IsEncrypted"):
+        raise SettingsError(str(path), "IsEncrypted is true; only plain-text settings can be read here")
+    raw, host = data.get("Values", {}), data.get("Host", {})
+    if not isinstance(raw, dict):
+        raise SettingsError(str(path), "'Values' must be an object of setting names to values")
+    if not isinstance(host, dict):
+        raise SettingsError(str(path), "'Host' must be an object")
+    values = {name: ("true" if value else "false") if isinstance(value, bool) else str(value)
+              for name, value in raw.items() if value is not None}
+    return values, host
+
+
+def load_app_settings(settings_path: str | Path | None, environ: Mapping[str, str],
+                      cwd: str | Path = ".") -> dict[str, str]:
+    """local.settings.json `Values` (the given file, or the one in `cwd` if there is one), overlaid by
+    the environment: the same precedence the Functions host applies."""
+    explicit = settings_path is not None
+    path = Path(settings_path) if explicit else Path(cwd) / LOCAL_SETTINGS
+    if explicit and not path.is_file():
+        raise SettingsError("--settings", f"{path} does not exist")
+    values, _ = read_local_settings(path)
+    values.update(environ)
+    return values

@@ -1,7 +1,7 @@
 """The storage ports the catalog needs: a table store and a queue. Adapters implement them.
 
-Two table stores implement this contract: `azure_store.AzureTableStore` (Azure Storage and
-Azurite) and `memory_store.MemoryTableStore` (fast property tests). One contract suite
+Two table stores implement this contract: `adapters.azure.AzureTableStore` (Azure Storage and
+Azurite) and `adapters.memory.MemoryTableStore` (fast property tests). One contract suite
 (tests/contract) runs against both, so the fake cannot drift from the real thing.
 """
 from __future__ import annotations

@@ -11,13 +11,13 @@ Layout of the WAL table:
 - `failed`: one entity per operation that had an entry the catalog could not apply.
 
 Bounded writes: every WAL write carries a server-side timeout and the clients a bounded retry
-policy (azure_store.CLIENT_OPTIONS), so an append either lands within WRITE_DEADLINE of its
+policy (adapters.azure.CLIENT_OPTIONS), so an append either lands within WRITE_DEADLINE of its
 stamp's time or the request fails. The sweep only trusts shards up to now - SETTLE_WINDOW,
 which is longer than that bound plus clock skew.
 """
 from __future__ import annotations
 
-import json
+import heapq
 import re
 import secrets
 import time
@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import codec
 from .codec import printable
-from .errors import ConflictError, NotFoundError, SchemaMismatchError, TableNotFoundError, ValidationError
+from .errors import (ConflictError, EntryError, NotFoundError, SchemaMismatchError, TableNotFoundError, ValidationError,
+                     WalLayoutError)
 from .settings import Schema
 from .store import Entity, TableStore
 
@@ -104,6 +105,17 @@ class WalEntry:
     def payload(self) -> Any:
         return codec.decode_payload(self.entity)
 
+    def record(self) -> dict:
+        """The record a put writes or a delete removes. EntryError if no schema could ever apply
+        this entry (an unknown kind, a payload that is not a JSON object): the one check every
+        applier (materializer, reindex, verify) makes."""
+        if self.kind not in (PUT, DELETE):
+            raise EntryError(f"entry {self.stamp}: unknown kind {self.kind!r}")
+        payload = self.payload()
+        if not isinstance(payload, dict):
+            raise EntryError(f"entry {self.stamp}: payload is not a JSON object")
+        return payload
+
 
 @dataclass(frozen=True)
 class PendingEntry:
@@ -121,7 +133,13 @@ def is_status_entity(e: Mapping[str, Any]) -> bool:
 
 
 def _schema_of(e: Mapping[str, Any]) -> Schema:
-    return Schema(tuple(json.loads(e["index_keys"])), e["row_key"], bool(e["case_sensitive"]))
+    """The schema of a lock, refused when the WAL was written with another shard count: its
+    operations would be looked for in the wrong partitions and the sweep would miss shards."""
+    shards = e.get("shards")
+    if shards is not None and int(shards) != SHARDS:
+        raise WalLayoutError(f"this WAL table was written with {int(shards)} shards, and this version of the "
+                             f"catalog uses {SHARDS}: run the version that wrote it, or rebuild into a new WAL")
+    return Schema.from_props(e)
 
 
 class Wal:
@@ -153,10 +171,8 @@ class Wal:
 
         The lock is per index table: `catalog reindex` can build another table under a new schema
         from the same WAL, and a deployment then switches to it (service.ensure checks that)."""
-        wanted = {"PartitionKey": META, "RowKey": f"{SCHEMA_ROW}-{index_table.lower()}",
-                  "index_keys": json.dumps(list(schema.index_keys)), "row_key": schema.row_key,
-                  "case_sensitive": schema.case_sensitive, "shards": SHARDS, "version": SCHEMA_VERSION,
-                  "locked": self.clock().isoformat()}
+        wanted = {"PartitionKey": META, "RowKey": f"{SCHEMA_ROW}-{index_table.lower()}", **schema.to_props(),
+                  "shards": SHARDS, "version": SCHEMA_VERSION, "locked": self.clock().isoformat()}
         try:
             self.store.insert(self.table, wanted)
             return schema
@@ -242,6 +258,38 @@ class Wal:
         for e in self.store.query(self.table, shard_partition(shard), rk_gt=after, rk_lt=before, page_size=1000):
             yield e if e.get("kind") == HEADER else self.entry(shard, e)
 
+    def items(self, *, after: str = "", before: str | None = None) -> Iterator[Entity | WalEntry]:
+        """Headers and entries of every shard with after < stamp < before, merged into stamp order.
+
+        Stamps are unique across shards (the op id names its shard), so the merge is a total order:
+        the order the index converges to. An operation's header sorts right before its own entries."""
+        def keyed(shard: int):
+            for item in self.scan(shard, after=after, before=before):
+                yield (item.stamp if isinstance(item, WalEntry) else item["RowKey"]), shard, item
+
+        for _, _, item in heapq.merge(*(keyed(s) for s in range(SHARDS))):
+            yield item
+
+    def count_entries(self, *, after: str = "", before: str | None = None) -> int:
+        """Entries (not headers) in a stamp range: the total a progress bar needs."""
+        return sum(1 for item in self.items(after=after, before=before) if isinstance(item, WalEntry))
+
+    def read_entry(self, stamp: str) -> WalEntry | None:
+        """The entry with this stamp, read again (None if there is none)."""
+        op_id = stamp.rsplit("-", 1)[0]
+        try:
+            shard = parse_operation_id(op_id)
+        except ValidationError:
+            return None
+        e = self.store.get(self.table, shard_partition(shard), stamp)
+        if e is None or e.get("kind") not in (PUT, DELETE):
+            return None
+        return WalEntry(shard, stamp, op_id, e["kind"], e)
+
+    def pending(self, shard: int, *, after: str = "") -> Iterator[Entity]:
+        """Status entities of a shard's operations still pending, after a stamp, in order."""
+        return self.store.query(self.table, shard_partition(shard), rk_gt=after, equals={"status": PENDING})
+
     @staticmethod
     def entry(shard: int, e: Mapping[str, Any]) -> WalEntry:
         """The WalEntry of an entry entity of `shard` (its RowKey is `<op id>-<seq>`)."""
@@ -282,18 +330,19 @@ class Wal:
         return out
 
     # -- checkpoints -----------------------------------------------------------------------
-    def mark_value(self, name: str, shard: int) -> tuple[str, str | None]:
+    def progress(self, name: str, shard: int) -> tuple[str, str | None]:
+        """(stamp, ETag) of a shard's progress row `name` (its checkpoint, its tombstone collection)."""
         e = self.store.get(self.table, META, f"{name}-{shard_partition(shard)}")
         return (e["stamp"], e.etag) if e else ("", None)
 
     def checkpoint(self, shard: int) -> str:
-        return self.mark_value("checkpoint", shard)[0]
+        return self.progress("checkpoint", shard)[0]
 
     def advance(self, name: str, shard: int, stamp: str) -> str:
-        """Move a shard's mark forward to `stamp`, never back (ETag-guarded). Returns the mark now stored."""
+        """Move a shard's progress row forward to `stamp`, never back (ETag-guarded). Returns the mark now stored."""
         row = f"{name}-{shard_partition(shard)}"
         for _ in range(20):
-            current, etag = self.mark_value(name, shard)
+            current, etag = self.progress(name, shard)
             if stamp <= current:
                 return current
             entity = {"PartitionKey": META, "RowKey": row, "stamp": stamp}

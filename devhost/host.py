@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import azure.functions as func
 
+from catalog.settings import is_queue_name
 from devhost.functions import (
     HTTP_TRIGGER, QUEUE_TRIGGER, TIMER_TRIGGER, FunctionSpec, Invoker, describe,
     get_functions, import_app, locate_app,
@@ -34,7 +35,7 @@ from devhost.queues import QueueListener, encode_body, ensure_queue, client_opti
 from devhost.routes import RouteTemplate, RouteTemplateError, is_reserved
 from devhost.schedule import ScheduleError, parse_schedule
 from devhost.settings import (
-    HostConfig, SettingsError, StorageConnection, apply_settings, load_host_json,
+    HostConfig, HostConfigError, StorageConnection, apply_settings, load_host_json,
     load_local_settings, resolve, restore_settings, storage_connection,
 )
 from devhost.timers import TimerRunner
@@ -154,7 +155,7 @@ class DevHost:
                 try:
                     timers.append((spec, parse_schedule(expr)))
                 except ScheduleError as e:
-                    raise SettingsError(f"{what}: invalid schedule: {e}") from e
+                    raise HostConfigError(f"{what}: invalid schedule: {e}") from e
             for out in spec.outputs:
                 if out.type == "queue":
                     _check_queue_name(resolve(out.queue_name or "", what=what), what)
@@ -219,11 +220,6 @@ class DevHost:
         self._invoker.close()
         restore_settings(self._previous_env)
         self._previous_env = {}
-
-    def wait(self) -> None:
-        """Block until ``stop()`` is called (from another thread or a signal handler)."""
-        while not self._stopped.wait(0.5):
-            pass
 
     def __enter__(self) -> "DevHost":
         return self.start()
@@ -345,6 +341,6 @@ class DevHost:
 
 
 def _check_queue_name(name: str, what: str) -> None:
-    if not (3 <= len(name) <= 63 and re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]", name)):
-        raise SettingsError(
+    if not is_queue_name(name):
+        raise HostConfigError(
             f"{what}: {name!r} is not a valid queue name (3-63 lowercase letters, digits and single hyphens)")

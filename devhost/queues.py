@@ -33,11 +33,11 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.functions.queue import QueueMessage as TriggerQueueMessage
 from azure.storage.queue import LinearRetry
 
+from catalog.settings import POISON_SUFFIX
 from devhost.settings import QueueOptions, StorageConnection
 
 log = logging.getLogger("devhost")
 
-POISON_SUFFIX = "-poison"
 MIN_POLLING_INTERVAL = 0.1
 LEASE_SECONDS = 600  # the host receives with a 10-minute visibility timeout and renews it
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from devhost.azurite import AzuriteError, start_or_reuse
 from devhost.functions import AppLoadError
 from devhost.host import DevHost
-from devhost.settings import SettingsError
+from devhost.settings import HostConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(0.5):
             pass
         return 0
-    except (AppLoadError, SettingsError, AzuriteError) as e:
+    except (AppLoadError, HostConfigError, AzuriteError) as e:
         print(f"serve: {e}", file=sys.stderr)
         return 1
     finally:

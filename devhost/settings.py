@@ -18,43 +18,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from catalog.settings import SettingsError as CatalogSettingsError
+from catalog.settings import read_local_settings
 from devhost.schedule import ScheduleError, parse_timespan
 
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
 _EXPR = re.compile(r"%([^%]+)%")
 
 
-class SettingsError(RuntimeError):
+class HostConfigError(RuntimeError):
     """A setting, host.json value or binding expression the host cannot use."""
 
 
 def load_local_settings(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
-    """(Values, Host) from a local.settings.json; empty when the file does not exist."""
-    path = Path(path)
-    if not path.exists():
-        return {}, {}
+    """(Values, Host) from a local.settings.json; empty when the file does not exist (the catalog's
+    reader, so the CLI and the dev host read the file alike)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError) as e:
-        raise SettingsError(f"{path}: cannot read it as JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise SettingsError(f"{path}: expected a JSON object")
-    if doc.get("IsEncrypted"):
-        raise SettingsError(f"{path}: IsEncrypted is true; the dev host reads plain-text settings only")
-    values = doc.get("Values", {})
-    if not isinstance(values, dict):
-        raise SettingsError(f"{path}: 'Values' must be an object")
-    host = doc.get("Host", {})
-    if not isinstance(host, dict):
-        raise SettingsError(f"{path}: 'Host' must be an object")
-    # App settings are strings; JSON numbers and booleans become their text, as the host does.
-    return {str(k): _text(v) for k, v in values.items() if v is not None}, host
-
-
-def _text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
+        return read_local_settings(path)
+    except CatalogSettingsError as e:
+        raise HostConfigError(str(e)) from None
 
 
 def apply_settings(local_values: Mapping[str, str], overrides: Mapping[str, str] | None = None,
@@ -92,7 +74,7 @@ def resolve(value: str, environ: Mapping[str, str] | None = None, *, what: str =
     def sub(m: re.Match) -> str:
         name = m.group(1)
         if name not in env:
-            raise SettingsError(
+            raise HostConfigError(
                 f"{what}: '%{name}%' does not resolve to a value: app setting {name} is not set "
                 "(add it to local.settings.json Values or the environment)")
         return env[name]
@@ -128,16 +110,16 @@ def _seconds(value: Any, key: str, path: Path) -> float:
     try:
         return parse_timespan(value).total_seconds()
     except ScheduleError as e:
-        raise SettingsError(f"{path}: extensions.queues.{key}: {e}") from e
+        raise HostConfigError(f"{path}: extensions.queues.{key}: {e}") from e
 
 
 def _int(value: Any, key: str, path: Path, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
-        raise SettingsError(f"{path}: extensions.queues.{key} must be an integer, got {value!r}")
+        raise HostConfigError(f"{path}: extensions.queues.{key} must be an integer, got {value!r}")
     v = int(value)
     if v < low or (high is not None and v > high):
         bound = f"{low}-{high}" if high is not None else f">= {low}"
-        raise SettingsError(f"{path}: extensions.queues.{key} must be {bound}, got {v}")
+        raise HostConfigError(f"{path}: extensions.queues.{key} must be {bound}, got {v}")
     return v
 
 
@@ -149,12 +131,12 @@ def load_host_json(path: Path) -> HostConfig:
     try:
         doc = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as e:
-        raise SettingsError(f"{path}: cannot read it as JSON: {e}") from e
+        raise HostConfigError(f"{path}: cannot read it as JSON: {e}") from e
     ext = (doc or {}).get("extensions") or {}
     http = ext.get("http") or {}
     prefix = http.get("routePrefix", "api")
     if not isinstance(prefix, str):
-        raise SettingsError(f"{path}: extensions.http.routePrefix must be a string")
+        raise HostConfigError(f"{path}: extensions.http.routePrefix must be a string")
     q = ext.get("queues") or {}
     d = QueueOptions()
     opts = QueueOptions(
@@ -170,11 +152,11 @@ def load_host_json(path: Path) -> HostConfig:
         message_encoding=str(q.get("messageEncoding", d.message_encoding)).lower(),
     )
     if opts.message_encoding not in ("base64", "none"):
-        raise SettingsError(f"{path}: extensions.queues.messageEncoding must be base64 or none")
+        raise HostConfigError(f"{path}: extensions.queues.messageEncoding must be base64 or none")
     if opts.visibility_timeout < 0:
-        raise SettingsError(f"{path}: extensions.queues.visibilityTimeout must not be negative")
+        raise HostConfigError(f"{path}: extensions.queues.visibilityTimeout must not be negative")
     if opts.max_polling_interval < 0.1:
-        raise SettingsError(f"{path}: extensions.queues.maxPollingInterval must be at least 00:00:00.100")
+        raise HostConfigError(f"{path}: extensions.queues.maxPollingInterval must be at least 00:00:00.100")
     return HostConfig(route_prefix=prefix.strip("/"), queues=opts)
 
 
@@ -191,7 +173,7 @@ class StorageConnection:
     use_managed_identity: bool = False
 
     def queue_client(self, queue_name: str, **kwargs: Any):
-        from catalog.azure_store import queue_client
+        from catalog.adapters.azure import queue_client
 
         # No message encode/decode policy: the host reads raw text and applies messageEncoding
         # itself, and a poison copy must carry the original bytes unchanged. The transport is the
@@ -203,12 +185,9 @@ class StorageConnection:
         return queue_client(queue_name, url=self.queue_service_url, credential=self._credential(), **kwargs)
 
     def _credential(self):
-        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+        from catalog.adapters.azure import identity_credential
 
-        if self.use_managed_identity:
-            return ManagedIdentityCredential(client_id=self.client_id) if self.client_id else ManagedIdentityCredential()
-        return DefaultAzureCredential(managed_identity_client_id=self.client_id) if self.client_id \
-            else DefaultAzureCredential()
+        return identity_credential(self.use_managed_identity, self.client_id)
 
 
 def storage_connection(name: str | None, environ: Mapping[str, str] | None = None,
@@ -229,7 +208,7 @@ def storage_connection(name: str | None, environ: Mapping[str, str] | None = Non
             setting, queue_service_url=url, client_id=env.get(f"{setting}__clientId"),
             use_managed_identity=env.get(f"{setting}__credential", "").lower() == "managedidentity")
     if setting in env:
-        raise SettingsError(f"{what}: connection setting {setting} is empty")
-    raise SettingsError(
+        raise HostConfigError(f"{what}: connection setting {setting} is empty")
+    raise HostConfigError(
         f"{what}: connection setting {setting} is not set (neither {setting} nor "
         f"{setting}__queueServiceUri / __serviceUri / __accountName)")

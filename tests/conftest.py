@@ -39,7 +39,7 @@ def table_name() -> str:
 def azure_table_store(storage_connection):
     from azure.data.tables import TableServiceClient
 
-    from catalog.azure_store import CLIENT_OPTIONS, AzureTableStore
+    from catalog.adapters.azure import CLIENT_OPTIONS, AzureTableStore
 
     return AzureTableStore(TableServiceClient.from_connection_string(storage_connection, **CLIENT_OPTIONS))
 
@@ -48,7 +48,7 @@ def azure_table_store(storage_connection):
 def store(request):
     """Every table store the catalog has: the contract and property suites run on each."""
     if request.param == "memory":
-        from catalog.memory_store import MemoryTableStore
+        from catalog.adapters.memory import MemoryTableStore
 
         return MemoryTableStore()
     return request.getfixturevalue("azure_table_store")

@@ -1,7 +1,7 @@
-"""The status marks' batch encoding (azure_store.merge_changeset) on Azurite, and its fallback."""
+"""The status marks' batch encoding (adapters.azure.merge_changeset) on Azurite, and its fallback."""
 import logging
 
-from catalog.azure_store import merge_changeset
+from catalog.adapters.azure import merge_changeset
 from tests.helpers import unique
 
 
@@ -72,7 +72,7 @@ class RefusingProxy:
 def test_a_refused_encoding_falls_back_to_the_sdk_and_still_writes(azurite, caplog):
     from azure.data.tables import TableServiceClient
 
-    from catalog.azure_store import CLIENT_OPTIONS, AzureTableStore
+    from catalog.adapters.azure import CLIENT_OPTIONS, AzureTableStore
     from devhost.azurite import DEV_ACCOUNT, DEV_KEY
 
     proxy = RefusingProxy(azurite.endpoints.table_port)
@@ -82,7 +82,7 @@ def test_a_refused_encoding_falls_back_to_the_sdk_and_still_writes(azurite, capl
         store = AzureTableStore(TableServiceClient.from_connection_string(connection, **CLIENT_OPTIONS))
         table = unique("fb")
         store.create_table(table)
-        with caplog.at_level(logging.WARNING, logger="catalog.azure_store"):
+        with caplog.at_level(logging.WARNING, logger="catalog.adapters.azure"):
             store.merge_batch(table, [{"PartitionKey": "p", "RowKey": r, "status": "applied"} for r in "ab"])
         assert proxy.refused == 1
         assert any("sending it through the SDK" in r.getMessage() for r in caplog.records)

@@ -13,8 +13,8 @@ from azure.data.tables import TableServiceClient
 
 from catalog import codec
 from catalog.bootstrap import build_service
-from catalog.cli import main
-from catalog.progress import ProgressBar
+from catalog.tools.cli import main
+from catalog.tools.progress import ProgressBar
 from catalog.settings import Settings
 from catalog.wal import PUT, PendingEntry
 from tests.helpers import unique
@@ -131,7 +131,7 @@ def test_import_rejects_bad_rows_alone_and_reports_their_lines(run, env, tmp_pat
 
 
 def test_import_streams_a_json_array_across_chunk_boundaries(run, env, tmp_path, monkeypatch):
-    import catalog.transfer as transfer
+    import catalog.tools.transfer as transfer
 
     monkeypatch.setattr(transfer, "CHUNK", 7)  # every element straddles the sliding window
     records = [{"sku": f"s{i}", "category": "c", "name": f"n{i}", "n": 10 ** 30 + i, "t": "日本\n🙂"}
@@ -314,7 +314,7 @@ def test_progress_bar_only_on_a_terminal():
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64])
 def test_json_reader_is_exact_whatever_the_window(monkeypatch, chunk):
-    import catalog.transfer as transfer
+    import catalog.tools.transfer as transfer
 
     monkeypatch.setattr(transfer, "CHUNK", chunk)
     rows = list(transfer.read_json(io.StringIO('[\n 1, 2345,\n {"a": [1, 2], "b": "]},"},\n "x"\n]\n')))

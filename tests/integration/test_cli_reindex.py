@@ -9,14 +9,14 @@ import pytest
 
 from catalog import codec
 from catalog.bootstrap import build_service
-from catalog.cli import main
+from catalog.tools.cli import main
 from catalog.index import STAMP, TOMBSTONE, Index
 from catalog.errors import SchemaMismatchError
 from catalog.keys import SEP
-from catalog.operations import read_index_meta, wal_items
-from catalog.reindex import reindex
+from catalog.index_meta import read_index_meta
+from catalog.tools.reindex import reindex
 from catalog.settings import Schema, Settings
-from catalog.verify import verify
+from catalog.tools.verify import verify
 from catalog.wal import WalEntry
 from tests.helpers import unique
 
@@ -75,7 +75,7 @@ def test_reindex_with_an_added_index_key_answers_queries_on_it(run, svc, env):
     assert by_name(index.iter_all({"category": "c"})) == [moved_later, kept]  # the records the live table has
     assert by_name(index.iter_all({"category": "c"})) == by_name(svc.query_all({"category": "c"}))
 
-    meta = read_index_meta(svc.wal.store, target)
+    meta = read_index_meta(svc.index.sibling(target, svc.schema))
     assert meta.schema == NEW and meta.source == svc.schema and meta.state == "ready"
     assert meta.wal_table == svc.wal.table
 
@@ -122,10 +122,10 @@ def test_interrupted_reindex_resumes_without_duplicates_or_loss(svc):
     with pytest.raises(Crash):
         reindex(svc, target, schema=NEW, until=until, save_every=5, on_entry=crash_after(13))
     progress = svc.wal.store.get(target, "meta", "reindex")
-    stamps = [item.stamp for item in wal_items(svc.wal) if isinstance(item, WalEntry)]
+    stamps = [item.stamp for item in svc.wal.items() if isinstance(item, WalEntry)]
     assert len(stamps) == entries
     assert progress["after"] == stamps[9]  # saved every 5 entries: the crash lost entries 11-13's mark
-    assert read_index_meta(svc.wal.store, target).state == "building"
+    assert read_index_meta(svc.index.sibling(target, svc.schema)).state == "building"
 
     resumed = reindex(svc, target, schema=NEW, until=until, save_every=5)
     assert resumed.resumed_after == progress["after"]

@@ -8,7 +8,7 @@ import pytest
 
 from catalog import codec
 from catalog.bootstrap import build_service
-from catalog.cli import main
+from catalog.tools.cli import main
 from catalog.index import STAMP, TOMBSTONE
 from catalog.keys import partition_key, record_keys
 from catalog.settings import Settings

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from catalog import codec
 from catalog.keys import record_keys
-from catalog.memory_store import MemoryTableStore
+from catalog.adapters.memory import MemoryTableStore
 from catalog.wal import DELETE, PUT, PendingEntry
 from tests.helpers import SCHEMA, Crash, FaultyStore, StepClock, make_service, visible_index
 

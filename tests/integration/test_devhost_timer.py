@@ -7,7 +7,7 @@ import azure.functions as func
 import pytest
 
 from devhost import DevHost
-from devhost.settings import SettingsError
+from devhost.settings import HostConfigError
 from tests.helpers import wait_until
 
 
@@ -50,5 +50,5 @@ def test_no_timers_flag(toy_host):
 
 
 def test_invalid_schedule_stops_the_start(toy_host):
-    with pytest.raises(SettingsError, match="function tick: invalid schedule"):
+    with pytest.raises(HostConfigError, match="function tick: invalid schedule"):
         toy_host(settings={"TOY_TIMER_SCHEDULE": "every minute"})

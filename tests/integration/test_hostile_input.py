@@ -17,8 +17,8 @@ from catalog import codec
 from catalog.bootstrap import service_for
 from catalog.errors import StorageError, TransientStorageError
 from catalog.keys import record_keys
-from catalog.service import MARK_DELAY
-from catalog.transfer import export_records
+from catalog.batching import MARK_DELAY
+from catalog.tools.transfer import export_records
 from catalog.wal import APPLIED, PendingEntry, shard_partition
 from tests.helpers import FaultyStore, wait_until
 from tests.hostile import CASES, FUNCTION_FOR, JSON, Hostile, StorageCounts, check_problem

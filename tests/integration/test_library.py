@@ -144,8 +144,10 @@ def test_recover_from_a_time_replays_into_a_wiped_index(client, storage_connecti
     for i in range(5):
         client.insert({"sku": f"s{i}", "category": "c", "name": f"n{i}"})
     client.delete({"sku": "s0"})
+    from azure.data.tables import TableServiceClient
+
     index = client.service.index
-    index.store.delete_table(index.table)
+    TableServiceClient.from_connection_string(storage_connection).delete_table(index.table)  # the wipe
     index.create()
     assert client.query({"category": "c"}) == []
     result = client.recover("2000-01-01T00:00:00")

@@ -7,7 +7,7 @@ import pytest
 from catalog.errors import EntryError, TransientStorageError, ValidationError
 from catalog.index import TOMBSTONE
 from catalog.keys import record_keys
-from catalog.memory_store import MemoryQueue
+from catalog.adapters.memory import MemoryQueue
 from catalog.wal import HEADER, SERVER_TIMEOUT, SHARDS, PendingEntry, parse_operation_id, shard_partition
 from tests.helpers import SCHEMA, FaultyStore, StepClock, make_service, wait_until
 
@@ -271,7 +271,7 @@ def test_concurrent_single_writes_share_a_transaction_and_a_message(store):
 def test_a_bad_operation_in_a_group_message_fails_alone(store):
     queue = MemoryQueue("q")
     svc = make_service(store, queue=queue)
-    good = svc._log_group([PendingEntry("put", json.dumps(rec(1)).encode()),
+    good = svc._append_group([PendingEntry("put", json.dumps(rec(1)).encode()),
                            PendingEntry("put", b'{"sku": "no category"}'),
                            PendingEntry("put", json.dumps(rec(2)).encode())])
     message = queue.messages[0]
@@ -289,7 +289,7 @@ def raw_status(svc, op_id):
 
 
 def test_a_one_record_operation_reads_applied_from_the_index_while_its_mark_is_buffered(store):
-    from catalog.service import MarkBuffer
+    from catalog.batching import MarkBuffer
 
     queue = MemoryQueue("q")
     svc = make_service(store, queue=queue)
@@ -320,7 +320,7 @@ def test_a_superseded_one_record_operation_reads_applied(store):
 
 
 def test_sweep_marks_applied_operations_whose_marks_were_lost_with_one_read_each(store):
-    from catalog.service import MarkBuffer
+    from catalog.batching import MarkBuffer
 
     clock = StepClock()
     queue = MemoryQueue("q")

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from devhost.settings import (
-    HostConfig, QueueOptions, SettingsError, apply_settings, load_host_json, load_local_settings,
+    HostConfig, QueueOptions, HostConfigError, apply_settings, load_host_json, load_local_settings,
     resolve, restore_settings, storage_connection,
 )
 
@@ -36,7 +36,7 @@ def test_missing_local_settings_is_empty(tmp_path):
 def test_bad_local_settings(tmp_path, content, fragment):
     f = tmp_path / "local.settings.json"
     write(f, content)
-    with pytest.raises(SettingsError, match=fragment):
+    with pytest.raises(HostConfigError, match=fragment):
         load_local_settings(f)
 
 
@@ -65,7 +65,7 @@ def test_resolve_binding_expressions():
 
 
 def test_missing_setting_is_named():
-    with pytest.raises(SettingsError, match=r"function f: '%CATALOG_QUEUE%' does not resolve.*CATALOG_QUEUE is not set"):
+    with pytest.raises(HostConfigError, match=r"function f: '%CATALOG_QUEUE%' does not resolve.*CATALOG_QUEUE is not set"):
         resolve("%CATALOG_QUEUE%", {}, what="function f")
 
 
@@ -112,7 +112,7 @@ def test_empty_route_prefix(tmp_path):
 def test_bad_host_json(tmp_path, queues, fragment):
     f = tmp_path / "host.json"
     write(f, {"extensions": {"queues": queues}})
-    with pytest.raises(SettingsError, match=fragment):
+    with pytest.raises(HostConfigError, match=fragment):
         load_host_json(f)
 
 
@@ -147,5 +147,5 @@ def test_identity_based_connection():
     ({"AzureWebJobsStorage": ""}, "connection setting AzureWebJobsStorage is empty"),
 ])
 def test_missing_connection_is_named(env, fragment):
-    with pytest.raises(SettingsError, match=fragment):
+    with pytest.raises(HostConfigError, match=fragment):
         storage_connection(None, env)

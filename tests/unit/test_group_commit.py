@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from catalog.service import GroupCommit
+from catalog.batching import GroupCommit
 
 
 def test_concurrent_submits_are_grouped_and_each_gets_its_own_result():

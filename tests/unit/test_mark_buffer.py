@@ -1,6 +1,6 @@
 """The status-mark buffer: batches per shard, written by a background writer, full batches at once."""
-from catalog.memory_store import MemoryTableStore
-from catalog.service import MarkBuffer
+from catalog.adapters.memory import MemoryTableStore
+from catalog.batching import MarkBuffer
 from catalog.wal import APPLIED, MAX_BATCH, PENDING, Wal, shard_partition
 from tests.helpers import unique, wait_until
 

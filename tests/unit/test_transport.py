@@ -1,5 +1,5 @@
 """The storage clients read proxy and CA settings from the environment once, with requests' meaning."""
-from catalog.azure_store import environment_transport
+from catalog.adapters.azure import environment_transport
 
 
 def test_proxy_applies_unless_no_proxy_names_the_host(monkeypatch):
@@ -36,7 +36,7 @@ import requests  # noqa: E402
 from azure.core.exceptions import ServiceRequestError  # noqa: E402
 from azure.core.rest import HttpRequest  # noqa: E402
 
-from catalog.azure_store import StorageSession  # noqa: E402
+from catalog.adapters.azure import StorageSession  # noqa: E402
 
 
 @contextmanager

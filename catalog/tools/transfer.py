@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, TextIO
 
-from . import codec
-from .errors import CatalogError, ValidationError
-from .index import TOMBSTONE
-from .keys import SEP, encode_part
+from .. import codec
+from ..errors import CatalogError, ValidationError
+from ..index import TOMBSTONE
+from ..keys import SEP, encode_part
 from .progress import NO_PROGRESS, Progress
-from .service import CatalogService
+from ..service import CatalogService
 
 FORMATS = ("jsonl", "json", "csv")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
@@ -375,14 +375,10 @@ def _line(data: bytes) -> bytes:
 
 def export_records(service: CatalogService, out: BinaryIO, *, progress: Progress = NO_PROGRESS) -> int:
     """Write every current record once, as JSON Lines. Returns how many."""
-    first = encode_part(service.schema.index_keys[0])
     count = 0
     progress.begin("export", None, "records")
     try:
-        for e in service.wal.store.scan_table(service.index.table, pk_ge=first + SEP, pk_lt=first + "!",
-                                              page_size=1000):
-            if e.get(TOMBSTONE):
-                continue
+        for e in service.index.records():
             out.write(_line(codec.join_chunks(e)))
             count += 1
             progress.advance()

@@ -39,9 +39,9 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 from urllib3.util.retry import Retry
 
-from .errors import ConflictError, StorageError, TableNotFoundError, TransientStorageError
-from .settings import StorageConfig
-from .store import Entity
+from ..errors import ConflictError, StorageError, TableNotFoundError, TransientStorageError
+from ..settings import StorageConfig
+from ..store import Entity
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,19 @@ def translate(e: Exception, what: str) -> Exception:
 
 
 def credential_for(config: StorageConfig):
-    """The token credential for an identity-based connection (DESIGN §9)."""
+    """The token credential for an identity-based connection (the `__credential`/`__clientId` settings)."""
+    return identity_credential(config.credential == "managedidentity", config.client_id)
+
+
+def identity_credential(managed_identity: bool, client_id: str | None):
+    """ManagedIdentityCredential when the settings say `managedidentity` (as the Functions host reads
+    them), else DefaultAzureCredential; both for the user-assigned identity `client_id` if given.
+    The one place the catalog and the dev host choose a credential."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-    if config.credential == "managedidentity":
-        return ManagedIdentityCredential(client_id=config.client_id) if config.client_id else ManagedIdentityCredential()
-    return DefaultAzureCredential(managed_identity_client_id=config.client_id) if config.client_id \
-        else DefaultAzureCredential()
+    if managed_identity:
+        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
 
 
 class StorageSession(requests.Session):
@@ -367,12 +373,6 @@ class AzureTableStore:
             raise translate(e, f"batch insert into {table}") from e
         except AzureError as e:
             raise translate(e, f"batch insert into {table}") from e
-
-    def delete_table(self, table: str) -> None:
-        try:
-            self._service.delete_table(table)
-        except AzureError as e:
-            raise translate(e, f"delete table {table}") from e
 
     def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
                    page_size: int | None = None) -> Iterator[Entity]:

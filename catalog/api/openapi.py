@@ -1,118 +1,12 @@
-"""The HTTP contract (DESIGN §7) without a web framework: request parsing, problem details, OpenAPI.
-
-function_app.py adapts azure.functions requests and responses to these plain functions, so the
-contract is testable without the Functions runtime and the app stays a thin edge.
-"""
+"""The OpenAPI 3 description of the HTTP API, generated for the configured schema."""
 from __future__ import annotations
 
-import email.message
-import re
-import uuid
-from typing import Any, Mapping
-
-from . import codec
-from .errors import (CatalogError, IndexNotBuiltError, NotFoundError, RecordTooLargeError, SchemaMismatchError,
-                     SettingsError, TransientStorageError, UnsupportedMediaTypeError, ValidationError)
-from .service import DEFAULT_LIMIT, MAX_BULK_RECORDS, MAX_DELETE_MATCHES, MAX_LIMIT
-from .settings import Schema
-
-PROBLEM_JSON = "application/problem+json"
-MAX_BODY_BYTES = 16 * 1024 * 1024
-# Query parameters that are not filters. `code` carries a function key on Azure.
-RESERVED_PARAMS = ("row_from", "row_to", "limit", "continuation", "code")
+from ..service import DEFAULT_LIMIT, MAX_BULK_RECORDS, MAX_DELETE_MATCHES, MAX_LIMIT
+from ..settings import Schema
+from .parsing import RESERVED_PARAMS
+from .problems import PROBLEM_JSON
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> dict:
-    """RFC 9457 problem details; `about:blank` because the status and title say it all."""
-    return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-
-
-_TITLES = {400: "Invalid request", 413: "Payload too large", 415: "Unsupported media type"}
-
-
-def problem_for(error: Exception) -> tuple[int, dict, dict[str, str]]:
-    """(status, problem body, extra headers) for an exception raised while serving a request.
-
-    A 4xx says what the caller sent wrong. A 5xx never carries what the catalog knows of its
-    storage (endpoints, account, table and queue names, raw storage messages) or a traceback:
-    it says what to do and gives an error id; the function log has the whole story under it
-    (error_response in function_app.py logs it)."""
-    if isinstance(error, ValidationError):
-        extra = {k: v for k, v in (("field", error.field), ("index", error.index)) if v is not None}
-        if "field" in extra:
-            extra["field"] = codec.escape_surrogates(extra["field"])  # a caller's name: keep it encodable
-        title = _TITLES.get(error.status, "Invalid request")
-        return error.status, problem(error.status, title, str(error), **extra), {}
-    if isinstance(error, NotFoundError):
-        return 404, problem(404, "Not found", str(error)), {}
-    error_id = uuid.uuid4().hex[:12]
-    if isinstance(error, TransientStorageError):
-        return 503, problem(503, "Storage busy", "storage is busy or unreachable; retry after the Retry-After "
-                            f"seconds (error id {error_id})", error_id=error_id), {"Retry-After": "5"}
-    if isinstance(error, (SettingsError, SchemaMismatchError, IndexNotBuiltError)):
-        return 500, problem(500, "Misconfigured", "the catalog's configuration does not match its storage; the "
-                            f"function logs say what to change (error id {error_id})", error_id=error_id), {}
-    if isinstance(error, CatalogError):
-        return 502, problem(502, "Storage error", "a storage request failed; the function logs have the detail "
-                            f"(error id {error_id})", error_id=error_id), {}
-    return 500, problem(500, "Internal error", "the request failed unexpectedly; the function logs have the "
-                        f"detail (error id {error_id})", error_id=error_id), {}
-
-
-def check_json_content_type(value: str | None) -> None:
-    """POST bodies must be `application/json` (UTF-8, the only charset JSON has): anything else is a
-    415, so a cross-site form or text/plain post, which a browser sends without asking, is refused."""
-    if not value:
-        raise UnsupportedMediaTypeError("send the body as application/json (the Content-Type header is missing)")
-    message = email.message.Message()
-    message["content-type"] = value
-    if value.split(";", 1)[0].strip().lower() != "application/json":
-        raise UnsupportedMediaTypeError(f"send the body as application/json, not {codec.printable(value)}")
-    charset = message.get_param("charset")
-    if charset is not None and str(charset).strip().lower() not in ("utf-8", "utf8"):
-        raise UnsupportedMediaTypeError(f"JSON is UTF-8: charset {codec.printable(str(charset))} is not accepted")
-
-
-def parse_body(body: bytes) -> Any:
-    if len(body) > MAX_BODY_BYTES:
-        raise RecordTooLargeError(f"request body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
-    if not body.strip():
-        raise ValidationError("request body is empty: send a JSON object or an array of objects")
-    return codec.parse_json(body)
-
-
-_LIMIT = re.compile(r"[0-9]{1,7}")
-
-
-def parse_query(params: Mapping[str, str], schema: Schema, *, paging: bool = True) -> dict:
-    """Split query parameters into filters and options; unknown fields and bad values are 400s.
-    Filter values and row bounds are checked as keys by the index before anything reaches storage."""
-    filters = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
-    unknown = [k for k in filters if k not in schema.index_keys]
-    if unknown:
-        raise ValidationError(f"unknown filter field(s) {', '.join(map(codec.printable, unknown))}: filter by the "
-                              f"index keys {', '.join(schema.index_keys)}", field=unknown[0])
-    if not filters:
-        raise ValidationError(f"at least one filter is required, on an index key ({', '.join(schema.index_keys)})")
-    options: dict[str, Any] = {"row_from": params.get("row_from"), "row_to": params.get("row_to")}
-    if paging:
-        raw = params.get("limit")
-        if raw is None:
-            options["limit"] = DEFAULT_LIMIT
-        else:
-            if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-                raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT} in plain digits, got "
-                                      f"{codec.printable(raw)}", field="limit")
-            options["limit"] = int(raw)
-        options["continuation"] = params.get("continuation") or None
-    else:
-        extra = [k for k in ("limit", "continuation") if k in params]
-        if extra:
-            raise ValidationError(f"{', '.join(extra)} does not apply to a delete", field=extra[0])
-    return {"filters": filters, **options}
-
-
-# -- OpenAPI ---------------------------------------------------------------------------------------
 ROUTES = {
     # (route, method): (operationId, summary); function_app.py registers exactly these.
     ("records", "POST"): ("post_records", "Accept one record or many for indexing"),
@@ -233,7 +127,8 @@ def openapi(schema: Schema) -> dict:
         "Recovery": {"type": "object", "required": ["operations", "entries", "failed"],
                      "properties": {"operations": {"type": "integer"}, "entries": {"type": "integer"},
                                     "failed": {"type": "integer"}, "changed": {"type": "integer"},
-                                    "stopped_shards": {"type": "array", "items": {"type": "integer"}}}},
+                                    "stopped_shards": {"type": "array", "items": {"type": "integer"}},
+                                    "checkpoints": {"type": "object", "additionalProperties": string}}},
     }
     return {"openapi": "3.0.3",
             "info": {"title": "az-table-catalog", "version": "2.0.0",

@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import codec
-from .errors import ConflictError, EntryError, SchemaMismatchError, ValidationError
-from .index import STAMP, TOMBSTONE
-from .keys import SEP, RecordKeys, decode_part, record_keys
-from .operations import IdentityRules, read_entry, read_index_meta, wal_items
+from .. import codec
+from ..errors import ConflictError, EntryError, SchemaMismatchError, ValidationError
+from ..index import STAMP, TOMBSTONE
+from ..keys import SEP, RecordKeys, decode_part, record_keys
+from ..index_meta import IdentityRules, read_index_meta
 from .progress import NO_PROGRESS, Progress
-from .service import CatalogService
-from .wal import DELETE, PENDING, PUT, WalEntry, is_status_entity, parse_time, ts
+from ..service import CatalogService
+from ..wal import DELETE, PENDING, PUT, WalEntry, is_status_entity, parse_time, ts
 
 KINDS = ("missing", "extra", "stale")
 
@@ -149,8 +149,7 @@ def _compare(exp: _Expected, entity, stamp: str) -> str | None:
 def verify(service: CatalogService, *, since: str | datetime | None = None, show: int = 20, repair: bool = False,
            progress: Progress = NO_PROGRESS, now: datetime | None = None) -> VerifyReport:
     wal, index, schema = service.wal, service.index, service.schema
-    store = wal.store
-    meta = read_index_meta(store, index.table)
+    meta = read_index_meta(index)
     if meta is not None and meta.schema != schema:
         raise SchemaMismatchError(schema, meta.schema)
     rules = IdentityRules.of(meta, schema)
@@ -164,7 +163,7 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
     groups: dict[str, set[str]] = defaultdict(set)
     header_op, header_pending = None, False
     progress.begin("verify: reading the WAL", None, "entries")
-    for item in wal_items(wal, after=after, before=bound):
+    for item in wal.items(after=after, before=bound):
         if not isinstance(item, WalEntry):
             header_op, header_pending = item["RowKey"], item.get("status") == PENDING
             continue
@@ -175,11 +174,7 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
         # The header is written last: an entry without one belongs to an append still in flight.
         pending = item.op_id != header_op or header_pending
         try:
-            if item.kind not in (PUT, DELETE):
-                raise EntryError(f"unknown kind {item.kind!r}")
-            payload = item.payload()
-            if not isinstance(payload, dict):
-                raise EntryError("payload is not a JSON object")
+            payload = item.record()
             group = rules.grouping(item.stamp)
             gk = record_keys(group, payload).row_key if group is not None else None
         except (EntryError, ValidationError) as e:
@@ -218,7 +213,7 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
     force: dict[str, list[tuple[str, str | None, str]]] = defaultdict(list)
     extras: list[tuple[str, str, str | None, str, bool]] = []
     progress.begin("verify: reading the index", None, "entities")
-    for e in store.scan_table(index.table, page_size=1000):
+    for e in index.entities():
         pk, rk = e["PartitionKey"], e["RowKey"]
         if SEP not in pk:
             continue  # not an index partition (reindex bookkeeping)
@@ -298,19 +293,19 @@ def _notes(report: VerifyReport, rules: IdentityRules, meta, since) -> None:
 
 def _repair(service: CatalogService, report: VerifyReport, rewrite: dict[str, _Expected],
             force: dict[str, list], extras: list, per_identity: Counter, progress: Progress) -> None:
-    wal, index, store = service.wal, service.index, service.wal.store
+    wal, index = service.wal, service.index
     repaired = 0
     progress.begin("verify: repairing", len(extras) + len(rewrite), "fixes")
     for pk, rk, etag, stamp, unknown_identity in extras:
         progress.advance()
         # An identity the scan never saw, whose stamp names a WAL entry after all, was written
         # while the WAL was being read: not extra.
-        if unknown_identity and stamp and read_entry(wal, stamp) is not None:
+        if unknown_identity and stamp and wal.read_entry(stamp) is not None:
             report.repair_skipped.append(f"{pk!r}/{rk!r}: its stamp {stamp} names a WAL entry written during "
                                          "the scan; run verify again")
             continue
         try:
-            store.delete(index.table, pk, rk, etag=etag)
+            index.remove(pk, rk, etag)
             repaired += 1
         except ConflictError:
             report.repair_skipped.append(f"{pk!r}/{rk!r}: changed while repairing; run verify again")
@@ -318,20 +313,20 @@ def _repair(service: CatalogService, report: VerifyReport, rewrite: dict[str, _E
         progress.advance()
         blocked = False
         for pk, etag, stamp in force.get(rk, ()):
-            if stamp != exp.stamp and read_entry(wal, stamp) is not None:
+            if stamp != exp.stamp and wal.read_entry(stamp) is not None:
                 report.repair_skipped.append(f"{pk!r}/{rk!r}: holds {stamp}, a WAL entry newer than the scan; "
                                              "run verify again")
                 blocked = True
                 continue
             try:
-                store.delete(index.table, pk, rk, etag=etag)
+                index.remove(pk, rk, etag)
             except ConflictError:
                 report.repair_skipped.append(f"{pk!r}/{rk!r}: changed while repairing; run verify again")
                 blocked = True
         if exp.derived:
             index.write(RecordKeys(rk, exp.pks, {}), exp.stamp, None)
         else:
-            entry = read_entry(wal, exp.stamp)
+            entry = wal.read_entry(exp.stamp)
             if entry is None:
                 report.repair_skipped.append(f"{rk!r}: WAL entry {exp.stamp} cannot be read again")
                 continue

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import CatalogError, NotFoundError, SchemaMismatchError, SettingsError, StorageError, ValidationError
+from ..errors import CatalogError, NotFoundError, SchemaMismatchError, SettingsError, StorageError, ValidationError
 from .progress import NO_PROGRESS, Progress, ProgressBar
-from .settings import Schema, Settings, parse_bool
+from ..settings import Schema, Settings, load_app_settings, parse_bool
+from ..wal import shard_partition
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -147,9 +148,10 @@ def format_import(v: dict) -> str:
 
 def format_recover(v: dict) -> str:
     lines = [f"recovered: {_n(v['operations'])} operations, {_n(v['entries'])} entries applied, "
-             f"{_n(v['failed'])} failed, {_n(v['index_entities_changed'])} index entities changed"]
+             f"{_n(v['failed'])} failed, {_n(v['changed'])} index entities changed"]
     if v["stopped_shards"]:
-        lines.append(f"  stopped early (storage errors; run again): {', '.join(v['stopped_shards'])}")
+        lines.append("  stopped early (storage errors; run again): "
+                     + ", ".join(shard_partition(s) for s in v["stopped_shards"]))
     marks = set(v["checkpoints"].values())
     if len(marks) == 1 and len(v["checkpoints"]) > 1:
         lines.append(f"  checkpoints of {len(v['checkpoints'])} shards advanced to {marks.pop()}")
@@ -174,14 +176,12 @@ class Context:
         return sys.stderr
 
     def settings(self) -> Settings:
-        from .operations import load_env
-
-        return Settings.from_env(load_env(self.args.settings, self.env, self.cwd))
+        return Settings.from_env(load_app_settings(self.args.settings, self.env, self.cwd))
 
     def service(self, *, create: bool = False):
         """The service on the configured tables. Only commands that write (`create`) may start a new
         catalog: a read-only command with a mistyped setting must not create tables or lock a schema."""
-        from .bootstrap import build_service
+        from ..bootstrap import build_service
 
         settings = self.settings()
         service = build_service(settings, ensure=False)
@@ -206,7 +206,7 @@ class Context:
 
 
 def cmd_status(ctx: Context) -> int:
-    from .operations import status
+    from .status import status
 
     ctx.emit(status(ctx.service()), format_status)
     return EXIT_OK
@@ -287,10 +287,10 @@ class _TextSink:
 
 
 def cmd_recover(ctx: Context) -> int:
-    from .operations import apply_result_view, recover
+    from .status import recover
 
     result = recover(ctx.service(), ctx.args.since, progress=ctx.progress())
-    ctx.emit(apply_result_view(result), format_recover)
+    ctx.emit(result.view(), format_recover)
     return EXIT_PROBLEM if result.stopped_shards else EXIT_OK
 
 

@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
-from . import codec
-from .errors import CatalogError, ConflictError, EntryError, ValidationError
-from .index import STAMP, TOMBSTONE, Index
-from .keys import SEP, encode_part, normalize, partition_key, record_keys, row_range, value_text
-from .materializer import Materializer
-from .operations import (BUILDING, META_PARTITION, PROGRESS_ROW, READY, SCHEMA_ROW, IdentityRules, IndexMeta,
-                         count_entries, read_index_meta, same_identity, schema_props, wal_items)
+from .. import codec
+from ..errors import CatalogError, ConflictError, EntryError, ValidationError
+from ..index import STAMP, TOMBSTONE, Index
+from ..keys import SEP, encode_part, normalize, partition_key, record_keys, row_range, value_text
+from ..materializer import Materializer
+from ..index_meta import (BUILDING, PROGRESS_ROW, READY, SCHEMA_ROW, IdentityRules, IndexMeta, read_index_meta,
+                          same_identity)
 from .progress import NO_PROGRESS, Progress
-from .service import CatalogService
-from .settings import Schema, check_table_name
-from .store import Entity
-from .wal import DELETE, PUT, SETTLE_WINDOW, WalEntry, parse_time, ts
+from ..service import CatalogService
+from ..settings import Schema, check_table_name
+from ..store import Entity
+from ..wal import DELETE, PUT, SETTLE_WINDOW, WalEntry, parse_time, ts
 
 META_VERSION = 1
 
@@ -79,8 +79,10 @@ class _Reindex:
                  save_every: int, save_seconds: float, on_entry, show: int):
         self.service = service
         self.wal = service.wal
-        self.store = service.wal.store
         self.target = check_table_name("--to", target)
+        # The target table's bookkeeping rows, before its schema is known (the table's own Index
+        # replaces this one once the meta row says which schema it is built with).
+        self.index = service.index.sibling(self.target, schema or service.schema)
         self.wanted = schema
         self.progress = progress
         self.save_every = max(1, save_every)
@@ -93,25 +95,25 @@ class _Reindex:
     def _meta(self) -> IndexMeta:
         if self.target.lower() == self.wal.table.lower():
             raise ReindexError(f"--to {self.target} is the WAL table")
-        self.store.create_table(self.target)
-        meta = read_index_meta(self.store, self.target)
+        self.index.create()
+        meta = read_index_meta(self.index)
         if meta is None:
             if self.target.lower() == self.service.index.table.lower():
                 raise ReindexError(f"{self.target} is the index table this deployment serves: build into a new "
                                    "table (to repair this one, use `catalog verify --repair` or `catalog recover`)")
-            if next(iter(self.store.scan_table(self.target, page_size=1)), None) is not None:
+            if not self.index.is_empty():
                 raise ReindexError(f"table {self.target} already holds entities and was not built by reindex: "
                                    "choose a new table name")
-            entity = {"PartitionKey": META_PARTITION, "RowKey": SCHEMA_ROW,
-                      **schema_props(self.wanted or self.service.schema),
-                      **schema_props(self.service.schema, "source_"),
+            entity = {**(self.wanted or self.service.schema).to_props(),
+                      **self.service.schema.to_props("source_"),
                       "wal_table": self.wal.table, "state": BUILDING, "until": "", "unindexable": 0,
                       "version": META_VERSION, "created": self.wal.clock().isoformat()}
             try:
-                self.store.insert(self.target, entity)
+                self.index.meta_insert(SCHEMA_ROW, entity)
             except ConflictError:
                 pass  # another run created it just now: use what it recorded
-            meta = read_index_meta(self.store, self.target)
+            meta = read_index_meta(self.index)
+            assert meta is not None
         if self.wanted is not None and self.wanted != meta.schema:
             raise ReindexError(f"table {self.target} is being built with {meta.schema.describe()}, not "
                                f"{self.wanted.describe()}: choose another table for that schema")
@@ -121,13 +123,12 @@ class _Reindex:
         return meta
 
     def _save(self, after: str, until: str) -> None:
-        entity = {"PartitionKey": META_PARTITION, "RowKey": PROGRESS_ROW, "after": after, "until": until,
-                  "updated": self.wal.clock().isoformat()}
+        entity = {"after": after, "until": until, "updated": self.wal.clock().isoformat()}
         try:
             if self.etag is None:
-                self.etag = self.store.insert(self.target, entity)
+                self.etag = self.index.meta_insert(PROGRESS_ROW, entity)
             else:
-                self.etag = self.store.replace(self.target, entity, self.etag)
+                self.etag = self.index.meta_replace(PROGRESS_ROW, entity, self.etag)
         except ConflictError as e:
             raise ReindexError(f"another reindex into {self.target} is running (its progress changed under this "
                                "one): let it finish, then run again") from e
@@ -141,12 +142,12 @@ class _Reindex:
         if until_time > now:
             raise ValidationError(f"--until {until_time.isoformat()} is in the future")
         bound = ts(until_time) + "~"  # every stamp at or before until_time sorts below this
-        saved = self.store.get(self.target, META_PARTITION, PROGRESS_ROW)
+        saved = self.index.meta_get(PROGRESS_ROW)
         after = str(saved["after"]) if saved is not None else ""
         self.etag = saved.etag if saved is not None else None
         self.schema = meta.schema
         self.rules = IdentityRules(meta.schema, meta.source, bound)
-        self.index = Index(self.store, self.target, meta.schema)
+        self.index = self.service.index.sibling(self.target, meta.schema)
         self.materializer = Materializer(self.wal, self.index, meta.schema)
         report = self.report = ReindexReport(self.target, meta.schema, meta.source, bound, after or None)
         if not same_identity(meta.source, meta.schema):
@@ -156,12 +157,12 @@ class _Reindex:
             total = None
             if self.progress.enabled:
                 self.progress.begin("reindex: counting WAL entries", None, "entries")
-                total = count_entries(self.wal, after=after, before=bound)
+                total = self.wal.count_entries(after=after, before=bound)
                 self.progress.end()
             self.progress.begin(f"reindex into {self.target}", total, "entries")
             done, unsaved, last_save = after, 0, time.monotonic()
             try:
-                for item in wal_items(self.wal, after=after, before=bound):
+                for item in self.wal.items(after=after, before=bound):
                     if not isinstance(item, WalEntry):
                         continue
                     self._apply(item)
@@ -182,10 +183,9 @@ class _Reindex:
             self._save(bound, bound)
         else:
             report.notes.append(f"already built up to {after}: nothing to do before --until")
-        self.store.merge(self.target, {"PartitionKey": META_PARTITION, "RowKey": SCHEMA_ROW, "state": READY,
-                                       "until": max(meta.until, bound),
-                                       "unindexable": meta.unindexable + report.unindexable,
-                                       "updated": self.wal.clock().isoformat()})
+        self.index.meta_merge(SCHEMA_ROW, {"state": READY, "until": max(meta.until, bound),
+                                           "unindexable": meta.unindexable + report.unindexable,
+                                           "updated": self.wal.clock().isoformat()})
         report.state = READY
         report.seconds = time.monotonic() - started
         if report.unindexable:
@@ -201,15 +201,11 @@ class _Reindex:
 
     def _apply(self, entry: WalEntry) -> None:
         try:
-            if entry.kind not in (PUT, DELETE):
-                raise EntryError(f"unknown kind {entry.kind!r}")
+            payload = entry.record()
             group = self.rules.grouping(entry.stamp)
             if group is None:
                 self.report.changed += self.materializer.apply_entry(entry)
                 return
-            payload = entry.payload()
-            if not isinstance(payload, dict):
-                raise EntryError("payload is not a JSON object")
             source_identity = record_keys(group, payload).row_key
             keys, problem = None, None
             if entry.kind == PUT:
@@ -255,10 +251,8 @@ class _Reindex:
             if table.row_key in group.key_fields:
                 text = value_text(payload[table.row_key], table.row_key)
                 low, high = row_range(text, text, table.case_sensitive)
-            return list(self.store.query(self.target, pk, rk_ge=low, rk_lt=high, equals={TOMBSTONE: False}))
+            return self.index.live(pk, rk_ge=low, rk_lt=high)
         if not any("scans" in n for n in self.report.notes):
             self.report.notes.append("no index key of the new schema is a key field of the source schema: each "
                                      "source entry scans the new table (slow on a large catalog)")
-        first = encode_part(table.index_keys[0])
-        return [e for e in self.store.scan_table(self.target, pk_ge=first + SEP, pk_lt=first + "!")
-                if not e.get(TOMBSTONE)]
+        return list(self.index.records())

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from bisect import bisect_left, insort
 from typing import Any, Iterator, Mapping, Sequence
 
-from .errors import ConflictError, StorageError, TableNotFoundError
-from .store import Entity
+from ..errors import ConflictError, StorageError, TableNotFoundError
+from ..store import Entity
 
 
 class MemoryTableStore:
@@ -117,10 +117,6 @@ class MemoryTableStore:
                 self._put(table, e)
 
     # helpers for tests
-    def all_entities(self, table: str) -> list[Entity]:
-        with self._lock:
-            return [Entity(*row) for part in self._table(table).values() for _, row in sorted(part[1].items())]
-
     def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
                    page_size: int | None = None) -> Iterator[Entity]:
         """Every entity of the table (optionally a PartitionKey range), in key order (a snapshot)."""
