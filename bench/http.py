@@ -79,11 +79,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 # Import this checkout's catalog/ and devhost/ (read-only use: keys, codec, service wiring, Azurite).
@@ -150,7 +150,7 @@ class Cpu:
         self.used: dict[str, float] = {}
         self.wall = 0.0
 
-    def stop(self, wall: float | None = None) -> "Cpu":
+    def stop(self, wall: float | None = None) -> Cpu:
         self.wall = wall if wall is not None else time.perf_counter() - self.wall0
         self.used = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
         return self
@@ -225,7 +225,7 @@ class HostProcess:
     def url(self, route: str) -> str:
         return f"http://127.0.0.1:{self.port}/api/{route}"
 
-    def start(self, timeout: float = 60.0) -> "HostProcess":
+    def start(self, timeout: float = 60.0) -> HostProcess:
         python = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
         serve = ["serve", "--port", str(self.port), "--settings", NO_SETTINGS_FILE, "--no-timers"]
         if not self.queues:
@@ -579,9 +579,9 @@ class Materialized:
     cpu_pair: str
 
 
-def materialize(start_host: Callable[[], "HostProcess"], queue: QueueClient, entities: int, plain: PlainRun,
+def materialize(start_host: Callable[[], HostProcess], queue: QueueClient, entities: int, plain: PlainRun,
                 plain_entities: list[dict], drain_timeout: float, azurite_pid: int, label: str,
-                cpu_notes: list[str], *, keep_host: bool = False) -> tuple[Materialized, "HostProcess"]:
+                cpu_notes: list[str], *, keep_host: bool = False) -> tuple[Materialized, HostProcess]:
     """Plain upserts of half the entities, the drain, then the other half (so drift in the machine's
     load hits both alike); the host is stopped before the second half unless `keep_host`."""
     plain.run(plain_entities[:len(plain_entities) // 2])
@@ -612,7 +612,7 @@ class PoolWarnings(logging.Handler):
         if "Connection pool is full" in record.getMessage():
             self.count += 1
 
-    def install(self) -> "PoolWarnings":
+    def install(self) -> PoolWarnings:
         self._logger.addHandler(self)
         self._logger.propagate = False
         return self
@@ -676,7 +676,7 @@ class RequestCounter:
         self._original = RequestsTransport.send
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "RequestCounter":
+    def __enter__(self) -> RequestCounter:
         counter, original = self, self._original
 
         def send(transport, request, **kwargs):
@@ -917,7 +917,8 @@ def main(argv=None) -> int:
                              plain, ent, args.drain_timeout, az_pid, "4a", cpu_notes, keep_host=True)
 
         # 3. 202 -> applied, on the same host (its queue trigger runs; the backlog is gone).
-        say(f"3. 202 -> applied: {args.latency_ops} operations at {args.latency_rate}/s, polled every {args.poll_ms} ms")
+        say(f"3. 202 -> applied: {args.latency_ops} operations at {args.latency_rate}/s, "
+            f"polled every {args.poll_ms} ms")
         latency_202_to_applied(h, latency_warm, args.latency_rate * 2, args.poll_ms / 1000, rng)
         observed, server, gets = latency_202_to_applied(h, latency_records, args.latency_rate,
                                                         args.poll_ms / 1000, rng)
@@ -996,7 +997,8 @@ def main(argv=None) -> int:
             f"≥ 70%: {'met' if ratio >= 0.7 else 'MISSED'}"))
         report.rows.append(Row(
             "4b", f"materialize bulk ops (queue trigger drains a backlog of {args.bulk_size}-record messages)",
-            f"≤ {apply_threads} in flight (avg {m_b.in_flight:.1f} running)", f"{bulk_ops} ops = {bulk_entities} entities",
+            f"≤ {apply_threads} in flight (avg {m_b.in_flight:.1f} running)",
+            f"{bulk_ops} ops = {bulk_entities} entities",
             f"**{m_b.rate:.0f} entities/s** ({m_b.seconds:.1f} s)", "", "",
             f"plain `upsert_entity`, {apply_threads} threads: {m_b.plain_rate:.0f} entities/s → **{ratio_b:.0%}**; "
             f"{m_b.cpu_pair}",
@@ -1032,7 +1034,8 @@ def main(argv=None) -> int:
         print(f"- the dev host's floor: `GET /admin/host/status` (no function, no storage), 1 client: p50 "
               f"{ms(percentile(floor, .5))} ms, p99 {ms(percentile(floor, .99))} ms")
         host_warnings = sum(h.log_count("Connection pool is full") for h in hosts)
-        print(f"\nurllib3 'Connection pool is full' warnings (more concurrent requests than a client's pooled connections, "
+        print("\nurllib3 'Connection pool is full' warnings (more concurrent requests than a client's pooled "
+              "connections, "
               f"so extra connections are opened and dropped): host {host_warnings}, plain upserts "
               f"{pool_warnings.count}")
         print(f"whole run: {time.perf_counter() - started:.0f} s")

@@ -100,7 +100,7 @@ def main() -> int:
         size = generate(data, args.records)
         small = tmp / "small.jsonl"
         with open(data, encoding="utf-8") as src, open(small, "w", encoding="utf-8") as dst:
-            for _, line in zip(range(args.compare), src):
+            for _, line in zip(range(args.compare), src, strict=False):
                 dst.write(line)
         print(f"generated {args.records:,} records, {size / 1e6:.1f} MB, in {data}", file=sys.stderr)
 

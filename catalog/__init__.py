@@ -5,8 +5,18 @@ The library API is compatible with az-table-catalog 1.0.x:
     from catalog import TableCatalogClient, configure, query, insert, delete, recover
 """
 from .client import TableCatalogClient, configure, delete, insert, query, recover
-from .errors import (CatalogError, ConflictError, EntryError, NotFoundError, RecordTooLargeError,
-                     SchemaMismatchError, SettingsError, StorageError, TransientStorageError, ValidationError)
+from .errors import (
+                     CatalogError,
+                     ConflictError,
+                     EntryError,
+                     NotFoundError,
+                     RecordTooLargeError,
+                     SchemaMismatchError,
+                     SettingsError,
+                     StorageError,
+                     TransientStorageError,
+                     ValidationError,
+)
 from .settings import Schema, Settings
 
 __all__ = [

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Callable
 
 from .errors import CatalogError, TransientStorageError
 from .wal import MAX_BATCH, Wal

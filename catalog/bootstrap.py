@@ -3,7 +3,7 @@ that picks a storage adapter."""
 from __future__ import annotations
 
 import threading
-from typing import Mapping
+from collections.abc import Mapping
 
 from .adapters.azure import AzureQueue, AzureTableStore
 from .index import Index

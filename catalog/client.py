@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .bootstrap import build_service, table_store
 from .errors import CatalogError
@@ -41,7 +42,7 @@ class TableCatalogClient:
         """Write what is buffered (status marks). The client stays usable."""
         self.service.flush()
 
-    def __enter__(self) -> "TableCatalogClient":
+    def __enter__(self) -> TableCatalogClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

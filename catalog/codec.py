@@ -11,7 +11,8 @@ import itertools
 import json
 import math
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import EntryError, RecordTooLargeError, ValidationError
 from .keys import utf16_len

@@ -12,13 +12,25 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from . import codec
 from .errors import ConflictError, TransientStorageError, ValidationError
-from .keys import (MAX_KEY_UTF16, SEP, RecordKeys, check_read_value, encode_part, is_valid_table_key, normalize,
-                   partition_key, row_range, utf16_len, value_text)
+from .keys import (
+    MAX_KEY_UTF16,
+    SEP,
+    RecordKeys,
+    check_read_value,
+    encode_part,
+    is_valid_table_key,
+    normalize,
+    partition_key,
+    row_range,
+    utf16_len,
+    value_text,
+)
 from .settings import Schema
 from .store import Entity, TableStore
 
@@ -42,7 +54,7 @@ class Index:
     def create(self) -> None:
         self.store.create_table(self.table)
 
-    def sibling(self, table: str, schema: Schema) -> "Index":
+    def sibling(self, table: str, schema: Schema) -> Index:
         """Another index table on the same storage (the table `catalog reindex` builds)."""
         return Index(self.store, table, schema)
 
@@ -199,7 +211,7 @@ class Index:
 
 TOKEN_VERSION = 1
 MAX_TOKEN_CHARS = 2800  # a RowKey of 512 UTF-16 units is at most 1,536 bytes of UTF-8, base64 adds a third
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_TOKEN_CHARS)
+_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_TOKEN_CHARS}}}")
 
 
 def _partition_tag(pk: str) -> str:

@@ -76,7 +76,7 @@ class IdentityRules:
         return self.source
 
     @classmethod
-    def of(cls, meta: IndexMeta | None, schema: Schema) -> "IdentityRules":
+    def of(cls, meta: IndexMeta | None, schema: Schema) -> IdentityRules:
         if meta is None:
             return cls(schema)
         return cls(schema, meta.source, meta.until)

@@ -19,8 +19,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ValidationError
 
@@ -178,7 +179,7 @@ def record_keys(schema, record: Mapping[str, Any]) -> RecordKeys:
     ordered = tuple(texts[f] for f in schema.key_fields)
     rk = row_key(texts[schema.row_key], fingerprint(ordered))
     pks = tuple(partition_key(f, texts[f]) for f in schema.index_keys)
-    for field, key in [(schema.row_key, rk), *zip(schema.index_keys, pks)]:
+    for field, key in [(schema.row_key, rk), *zip(schema.index_keys, pks, strict=True)]:
         if utf16_len(key) > MAX_KEY_UTF16:
             raise ValidationError(
                 f"value of {field!r} is too long for a table key: encoded it takes {utf16_len(key)} of "

@@ -15,9 +15,9 @@ Plain objects: the queue and timer triggers only call `apply_operation` and `swe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Iterable
 
 from . import codec
 from .errors import CatalogError, EntryError, TransientStorageError, ValidationError
@@ -25,8 +25,21 @@ from .index import Index
 from .keys import record_keys
 from .settings import Schema
 from .store import Entity
-from .wal import (shard_partition, APPLIED, DELETE, FAILED_STATUS, MAX_BATCH, PENDING, PUT, SETTLE_WINDOW, SHARDS, Wal,
-                  WalEntry, is_status_entity, ts)
+from .wal import (
+    APPLIED,
+    DELETE,
+    FAILED_STATUS,
+    MAX_BATCH,
+    PENDING,
+    PUT,
+    SETTLE_WINDOW,
+    SHARDS,
+    Wal,
+    WalEntry,
+    is_status_entity,
+    shard_partition,
+    ts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +62,7 @@ class ApplyResult:
                 "changed": self.changed, "stopped_shards": sorted(self.stopped_shards),
                 "checkpoints": {shard_partition(s): c for s, c in sorted(self.checkpoints.items())}}
 
-    def add(self, other: "ApplyResult") -> None:
+    def add(self, other: ApplyResult) -> None:
         self.operations += other.operations
         self.entries += other.entries
         self.failed += other.failed

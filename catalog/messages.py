@@ -9,7 +9,7 @@ Functions queue trigger expects).
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import codec
 from .errors import EntryError, ValidationError

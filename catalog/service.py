@@ -3,22 +3,43 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from . import codec, messages
 from .batching import GroupCommit, MarkBuffer
+from .errors import (
+    CatalogError,
+    EntryError,
+    IndexNotBuiltError,
+    RecordTooLargeError,
+    SchemaMismatchError,
+    ValidationError,
+)
+from .index import STAMP, TOMBSTONE, Index, Page
 from .index_meta import READY, read_index_meta
-from .errors import (CatalogError, EntryError, IndexNotBuiltError, RecordTooLargeError, SchemaMismatchError,
-                     TransientStorageError, ValidationError)
-from .index import Index, Page, STAMP, TOMBSTONE
 from .keys import record_keys
 from .materializer import ApplyResult, Materializer
 from .settings import Schema
 from .store import MessageQueue
-from .wal import (APPLIED, DELETE, HEADER, MAX_BATCH, PENDING, PUT, SHARDS, WRITE_DEADLINE, PendingEntry, Wal, WalEntry,
-                  parse_operation_id, parse_time, shard_partition, time_of)
+from .wal import (
+    APPLIED,
+    DELETE,
+    HEADER,
+    PENDING,
+    PUT,
+    SHARDS,
+    WRITE_DEADLINE,
+    PendingEntry,
+    Wal,
+    WalEntry,
+    parse_operation_id,
+    parse_time,
+    shard_partition,
+    time_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +82,7 @@ class CatalogService:
         """Write the status marks still buffered (the library calls this on close and at exit)."""
         self.marks.flush()
 
-    def ensure(self) -> "CatalogService":
+    def ensure(self) -> CatalogService:
         """Create the tables and queues if needed and lock (or check) the schema."""
         self.wal.create()
         self.index.create()

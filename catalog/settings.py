@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import SettingsError
 
@@ -57,7 +58,8 @@ class Schema:
             raise SettingsError("CATALOG_INDEX_KEYS", f"duplicate index key in {list(self.index_keys)}")
         for name in (*self.index_keys, self.row_key):
             if not isinstance(name, str) or not name:
-                raise SettingsError("CATALOG_INDEX_KEYS/CATALOG_ROW_KEY", f"field names must be non-empty strings, got {name!r}")
+                raise SettingsError("CATALOG_INDEX_KEYS/CATALOG_ROW_KEY",
+                                    f"field names must be non-empty strings, got {name!r}")
 
     @property
     def key_fields(self) -> tuple[str, ...]:
@@ -73,7 +75,7 @@ class Schema:
                 f"{prefix}case_sensitive": self.case_sensitive}
 
     @classmethod
-    def from_props(cls, entity: Mapping[str, Any], prefix: str = "") -> "Schema":
+    def from_props(cls, entity: Mapping[str, Any], prefix: str = "") -> Schema:
         return cls(tuple(json.loads(entity[f"{prefix}index_keys"])), entity[f"{prefix}row_key"],
                    bool(entity[f"{prefix}case_sensitive"]))
 
@@ -85,7 +87,7 @@ class Schema:
 
     @classmethod
     def parse(cls, index_keys: str | list[str] | tuple[str, ...] | None, row_key: str | None,
-              case_sensitive: bool | str | None = False, *, names=("CATALOG_INDEX_KEYS", "CATALOG_ROW_KEY")) -> "Schema":
+              case_sensitive: bool | str | None = False, *, names=("CATALOG_INDEX_KEYS", "CATALOG_ROW_KEY")) -> Schema:
         if isinstance(index_keys, str):
             keys = tuple(k.strip() for k in index_keys.split(",") if k.strip())
         else:
@@ -200,7 +202,7 @@ class Settings:
         return self.queue + POISON_SUFFIX
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
         """The Functions app's settings (DESIGN §9). Raises SettingsError naming the bad setting."""
         storage = parse_storage(env, CATALOG_STORAGE) or parse_storage(env, STORAGE_SETTING)
         if storage is None:
@@ -223,7 +225,7 @@ class Settings:
     def for_library(cls, env: Mapping[str, str], *, connection_string: str | None = None,
                     table_name: str | None = None, wal_name: str | None = None,
                     index_keys: str | list[str] | None = None, row_key: str | None = None,
-                    case_sensitive: bool | None = None) -> "Settings":
+                    case_sensitive: bool | None = None) -> Settings:
         """The seed's constructor arguments, then its environment names, then the CATALOG_* names."""
         merged = dict(env)
         seed_map = {

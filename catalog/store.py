@@ -6,8 +6,9 @@ Azurite) and `adapters.memory.MemoryTableStore` (fast property tests). One contr
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 
 class Entity(dict):

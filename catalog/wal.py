@@ -21,14 +21,22 @@ import heapq
 import re
 import secrets
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from . import codec
 from .codec import printable
-from .errors import (ConflictError, EntryError, NotFoundError, SchemaMismatchError, TableNotFoundError, ValidationError,
-                     WalLayoutError)
+from .errors import (
+    ConflictError,
+    EntryError,
+    NotFoundError,
+    SchemaMismatchError,
+    TableNotFoundError,
+    ValidationError,
+    WalLayoutError,
+)
 from .settings import Schema
 from .store import Entity, TableStore
 
@@ -55,7 +63,7 @@ def shard_partition(shard: int) -> str:
 
 
 def ts(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(_TS_FORMAT)
+    return moment.astimezone(UTC).strftime(_TS_FORMAT)
 
 
 def parse_time(value: str | datetime) -> datetime:
@@ -72,7 +80,7 @@ def parse_time(value: str | datetime) -> datetime:
         except ValueError:
             raise ValidationError(f"not an ISO 8601 time: {printable(str(value))}", field="since") from None
     try:
-        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         moment + timedelta(days=1)  # within range on both sides, so ts() and windows around it work
         moment - timedelta(days=1)
     except OverflowError:
@@ -81,7 +89,7 @@ def parse_time(value: str | datetime) -> datetime:
 
 
 def time_of(stamp: str) -> datetime:
-    return datetime.strptime(stamp[:22], _TS_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(stamp[:22], _TS_FORMAT).replace(tzinfo=UTC)
 
 
 def parse_operation_id(op_id: str) -> int:
@@ -124,7 +132,7 @@ class PendingEntry:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def is_status_entity(e: Mapping[str, Any]) -> bool:

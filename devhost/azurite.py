@@ -76,7 +76,7 @@ class Azurite:
         self.log = log
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> "Azurite":
+    def start(self, timeout: float = 60.0) -> Azurite:
         if not AZURITE_BIN.exists():
             raise AzuriteError(
                 f"{AZURITE_BIN} not found: run scripts/bootstrap (it runs npm ci for the pinned Azurite)"
@@ -109,7 +109,7 @@ class Azurite:
         """SIGTERM, then SIGKILL: Azurite can take 20-40 s to exit on SIGTERM."""
         stop_process_group(self.proc, grace)
 
-    def __enter__(self) -> "Azurite":
+    def __enter__(self) -> Azurite:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -18,11 +18,12 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import azure.functions as func
 
@@ -123,7 +124,7 @@ def find_app(module: ModuleType, attr: str | None = None) -> func.FunctionRegist
     return apps[0]
 
 
-_INDEXED: "weakref.WeakKeyDictionary[Any, list[func.Function]]" = weakref.WeakKeyDictionary()
+_INDEXED: weakref.WeakKeyDictionary[Any, list[func.Function]] = weakref.WeakKeyDictionary()
 _INDEX_LOCK = threading.Lock()
 
 

@@ -15,28 +15,42 @@ Typical use::
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping
+from typing import Any
 
 import azure.functions as func
 
 from catalog.settings import is_queue_name
 from devhost.functions import (
-    HTTP_TRIGGER, QUEUE_TRIGGER, TIMER_TRIGGER, FunctionSpec, Invoker, describe,
-    get_functions, import_app, locate_app,
+    HTTP_TRIGGER,
+    QUEUE_TRIGGER,
+    TIMER_TRIGGER,
+    FunctionSpec,
+    Invoker,
+    describe,
+    get_functions,
+    import_app,
+    locate_app,
 )
 from devhost.httpserver import Dispatcher, HttpRoute, HttpServer, Router
-from devhost.queues import QueueListener, encode_body, ensure_queue, client_options
+from devhost.queues import QueueListener, client_options, encode_body, ensure_queue
 from devhost.routes import RouteTemplate, RouteTemplateError, is_reserved
 from devhost.schedule import ScheduleError, parse_schedule
 from devhost.settings import (
-    HostConfig, HostConfigError, StorageConnection, apply_settings, load_host_json,
-    load_local_settings, resolve, restore_settings, storage_connection,
+    HostConfig,
+    HostConfigError,
+    StorageConnection,
+    apply_settings,
+    load_host_json,
+    load_local_settings,
+    resolve,
+    restore_settings,
+    storage_connection,
 )
 from devhost.timers import TimerRunner
 
@@ -97,7 +111,7 @@ class DevHost:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "DevHost":
+    def start(self) -> DevHost:
         if self._started:
             raise RuntimeError("DevHost.start() was already called")
         self._started = True
@@ -161,8 +175,8 @@ class DevHost:
                     _check_queue_name(resolve(out.queue_name or "", what=what), what)
                     storage_connection(out.connection, what=what)
 
-        self._server = HttpServer((self.bind_host, self.requested_port), Dispatcher(Router(routes, self.config.route_prefix),
-                                                                           self._call_http))
+        router = Router(routes, self.config.route_prefix)
+        self._server = HttpServer((self.bind_host, self.requested_port), Dispatcher(router, self._call_http))
         self._server.start()
         if self.enable_queues:
             for spec, queue, conn in listeners:
@@ -221,7 +235,7 @@ class DevHost:
         restore_settings(self._previous_env)
         self._previous_env = {}
 
-    def __enter__(self) -> "DevHost":
+    def __enter__(self) -> DevHost:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -49,9 +49,10 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
@@ -286,7 +287,7 @@ class HttpServer:
     def port(self) -> int:
         return self.server_address[1]
 
-    def start(self) -> "HttpServer":
+    def start(self) -> HttpServer:
         if self._thread is not None:
             raise RuntimeError("HttpServer.start() was already called")
         self._thread = threading.Thread(target=self._run, name="devhost-http", daemon=True)
@@ -345,7 +346,7 @@ class HttpServer:
         while not too_large:
             try:
                 message = await asyncio.wait_for(receive(), self.idle_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 stalled = True
                 break
             if message["type"] == "http.disconnect":
@@ -363,7 +364,7 @@ class HttpServer:
             response = problem(408, "Request Timeout",
                                f"the request body did not arrive within {self.idle_seconds:g} s")
         else:
-            host = next((v for k, v in headers if k == "host"), None) or "%s:%s" % self.server_address
+            host = next((v for k, v in headers if k == "host"), None) or "{}:{}".format(*self.server_address)
             try:
                 response, fname = await asyncio.get_running_loop().run_in_executor(
                     self._pool, self.dispatcher.handle, method, target, headers, bytes(body),

@@ -26,8 +26,9 @@ import math
 import random
 import threading
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as TriggerQueueMessage
@@ -85,7 +86,7 @@ class _Lease:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{message.id}", daemon=True)
 
-    def start(self) -> "_Lease":
+    def start(self) -> _Lease:
         self._thread.start()
         return self
 
@@ -140,7 +141,7 @@ class QueueListener:
 
     # -- lifecycle
 
-    def start(self) -> "QueueListener":
+    def start(self) -> QueueListener:
         self._thread.start()
         return self
 

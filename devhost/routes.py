@@ -284,7 +284,7 @@ class RouteTemplate:
             values[p.name] = value
         return values
 
-    def same_as(self, other: "RouteTemplate") -> bool:
+    def same_as(self, other: RouteTemplate) -> bool:
         """Whether two templates are the same route text (the host refuses two such functions
         when their methods overlap)."""
         return self.text.lower() == other.text.lower()

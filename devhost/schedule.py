@@ -107,7 +107,7 @@ class CronSchedule:
     days_of_week: frozenset[int]  # 0 = Sunday
 
     @classmethod
-    def parse(cls, expression: str) -> "CronSchedule":
+    def parse(cls, expression: str) -> CronSchedule:
         parts = expression.split()
         if len(parts) == 5:
             parts = ["0", *parts]
@@ -115,7 +115,7 @@ class CronSchedule:
             raise ScheduleError(
                 f"{expression!r}: an NCRONTAB expression has 6 fields "
                 "(second minute hour day month day-of-week), or 5 without the seconds")
-        sets = [_parse_field(p, f, expression) for p, f in zip(parts, _FIELDS)]
+        sets = [_parse_field(p, f, expression) for p, f in zip(parts, _FIELDS, strict=True)]
         sched = cls(expression, *sets)
         if not any(d <= _max_days(m) for m in sched.months for d in sched.days):
             raise ScheduleError(f"{expression!r}: no month in the schedule has any of its days")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from azure.functions.timer import TimerRequest
 
@@ -23,7 +23,7 @@ PAST_DUE_AFTER = timedelta(seconds=1)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -45,7 +45,7 @@ class TimerRunner:
         self.next: datetime | None = None
         self.invocations = 0
 
-    def start(self) -> "TimerRunner":
+    def start(self) -> TimerRunner:
         self.next = self.schedule.next_after(utcnow())
         self._thread.start()
         return self

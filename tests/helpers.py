@@ -5,11 +5,11 @@ import itertools
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from catalog import codec
-from catalog.index import Index, TOMBSTONE
+from catalog.index import TOMBSTONE, Index
 from catalog.materializer import Materializer
 from catalog.service import CatalogService
 from catalog.settings import Schema
@@ -26,7 +26,7 @@ class StepClock:
     """A clock that moves forward a fixed step on every read: distinct, increasing stamps."""
 
     def __init__(self, start: datetime | None = None, step: timedelta = timedelta(milliseconds=1)):
-        self.now = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
         self.step = step
         self._lock = threading.Lock()
 

@@ -13,11 +13,11 @@ import re
 import threading
 import urllib.request
 import uuid
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote, urlparse
 
 import requests
-
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
@@ -123,7 +123,7 @@ class StorageSession(requests.Session):
             verify=self.verify if verify is None else verify, cert=self.cert if cert is None else cert,
             proxies={**self.proxies, **(proxies or {})})
         if not stream:
-            response.content  # read the body now, as Session.send does, so the connection goes back
+            _ = response.content  # read the body now, as Session.send does, so the connection goes back
         return response
 
 
@@ -232,7 +232,7 @@ class AzureTableStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: StorageConfig) -> "AzureTableStore":
+    def from_config(cls, config: StorageConfig) -> AzureTableStore:
         return cls(table_service(config))
 
     def _client(self, table: str):
@@ -400,7 +400,7 @@ class AzureQueue:
         self.name = client.queue_name
 
     @classmethod
-    def from_config(cls, config: StorageConfig, name: str) -> "AzureQueue":
+    def from_config(cls, config: StorageConfig, name: str) -> AzureQueue:
         if config.connection_string is not None:
             client = queue_client(name, connection_string=config.connection_string,
                                   message_encode_policy=TextBase64EncodePolicy(), **CLIENT_OPTIONS)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import itertools
 import threading
-from datetime import datetime, timezone
 from bisect import bisect_left, insort
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import ConflictError, StorageError, TableNotFoundError
 from ..store import Entity
@@ -42,7 +43,7 @@ class MemoryTableStore:
         if rk not in rows:
             insort(keys, rk)
         etag = f'W/"{next(self._etags)}"'
-        rows[rk] = (dict(entity), etag, datetime.now(timezone.utc))
+        rows[rk] = (dict(entity), etag, datetime.now(UTC))
         return etag
 
     def insert(self, table: str, entity: Mapping[str, Any], *, timeout: int | None = None) -> str:

@@ -4,8 +4,14 @@ and responses to these plain functions, so the contract is testable without the 
 and the app stays a thin edge. This layer imports the core; the core never imports it.
 """
 from .openapi import ROUTES, openapi
-from .parsing import (MAX_BODY_BYTES, RESERVED_PARAMS, check_json_content_type, parse_body, parse_query,
-                      records_from_body)
+from .parsing import (
+                      MAX_BODY_BYTES,
+                      RESERVED_PARAMS,
+                      check_json_content_type,
+                      parse_body,
+                      parse_query,
+                      records_from_body,
+)
 from .problems import PROBLEM_JSON, problem, problem_for
 from .responses import ROUTE_PREFIX, accepted_body, operation_location, recovery_body
 

@@ -6,7 +6,6 @@ from ..settings import Schema
 from .parsing import RESERVED_PARAMS
 from .problems import PROBLEM_JSON
 
-
 ROUTES = {
     # (route, method): (operationId, summary); function_app.py registers exactly these.
     ("records", "POST"): ("post_records", "Accept one record or many for indexing"),
@@ -132,7 +131,8 @@ def openapi(schema: Schema) -> dict:
     }
     return {"openapi": "3.0.3",
             "info": {"title": "az-table-catalog", "version": "2.0.0",
-                     "description": f"Catalog indexed by {', '.join(schema.index_keys)}; rows sorted by {schema.row_key}."},
+                     "description": f"Catalog indexed by {', '.join(schema.index_keys)}; "
+                                    f"rows sorted by {schema.row_key}."},
             "servers": [{"url": "/api"}],
             "paths": paths,
             "components": {"schemas": schemas}}

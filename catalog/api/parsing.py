@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import email.message
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import codec
 from ..errors import RecordTooLargeError, UnsupportedMediaTypeError, ValidationError
-from ..service import DEFAULT_LIMIT, MAX_BULK_RECORDS, MAX_LIMIT
+from ..service import DEFAULT_LIMIT, MAX_LIMIT
 from ..settings import Schema
 
 MAX_BODY_BYTES = 16 * 1024 * 1024

@@ -6,8 +6,15 @@ import uuid
 from typing import Any
 
 from .. import codec
-from ..errors import (CatalogError, IndexNotBuiltError, NotFoundError, SchemaMismatchError, SettingsError,
-                      TransientStorageError, ValidationError)
+from ..errors import (
+    CatalogError,
+    IndexNotBuiltError,
+    NotFoundError,
+    SchemaMismatchError,
+    SettingsError,
+    TransientStorageError,
+    ValidationError,
+)
 
 PROBLEM_JSON = "application/problem+json"
 

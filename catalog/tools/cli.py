@@ -13,14 +13,15 @@ import logging
 import os
 import sys
 import textwrap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import CatalogError, NotFoundError, SchemaMismatchError, SettingsError, StorageError, ValidationError
-from .progress import NO_PROGRESS, Progress, ProgressBar
 from ..settings import Schema, Settings, load_app_settings, parse_bool
 from ..wal import shard_partition
+from .progress import NO_PROGRESS, Progress, ProgressBar
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -107,7 +108,8 @@ def format_verify(v: dict) -> str:
     elif v["repaired"] is not None and v["repaired"] == v["drift"] and not v["repair_skipped"]:
         lines.append("result: drift found and repaired")
     else:
-        lines.append("result: DRIFT (run with --repair to fix it)" if v["repaired"] is None else "result: DRIFT remains")
+        lines.append("result: DRIFT (run with --repair to fix it)" if v["repaired"] is None
+                     else "result: DRIFT remains")
     return "\n".join(lines)
 
 

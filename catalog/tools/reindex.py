@@ -19,22 +19,31 @@ old one, then point CATALOG_TABLE (and CATALOG_INDEX_KEYS/CATALOG_ROW_KEY) at it
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .. import codec
 from ..errors import CatalogError, ConflictError, EntryError, ValidationError
-from ..index import STAMP, TOMBSTONE, Index
-from ..keys import SEP, encode_part, normalize, partition_key, record_keys, row_range, value_text
+from ..index import STAMP, TOMBSTONE
+from ..index_meta import (
+    BUILDING,
+    PROGRESS_ROW,
+    READY,
+    SCHEMA_ROW,
+    IdentityRules,
+    IndexMeta,
+    read_index_meta,
+    same_identity,
+)
+from ..keys import normalize, partition_key, record_keys, row_range, value_text
 from ..materializer import Materializer
-from ..index_meta import (BUILDING, PROGRESS_ROW, READY, SCHEMA_ROW, IdentityRules, IndexMeta, read_index_meta,
-                          same_identity)
-from .progress import NO_PROGRESS, Progress
 from ..service import CatalogService
 from ..settings import Schema, check_table_name
 from ..store import Entity
-from ..wal import DELETE, PUT, SETTLE_WINDOW, WalEntry, parse_time, ts
+from ..wal import PUT, SETTLE_WINDOW, WalEntry, parse_time, ts
+from .progress import NO_PROGRESS, Progress
 
 META_VERSION = 1
 

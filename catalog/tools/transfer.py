@@ -15,16 +15,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from .. import codec
 from ..errors import CatalogError, ValidationError
-from ..index import TOMBSTONE
-from ..keys import SEP, encode_part
-from .progress import NO_PROGRESS, Progress
 from ..service import CatalogService
+from .progress import NO_PROGRESS, Progress
 
 FORMATS = ("jsonl", "json", "csv")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
@@ -204,7 +203,7 @@ def read_csv(text: TextIO) -> Iterator[Row]:
                 yield Row(line, error=f"{len(cells)} cells, but the header has {len(header)} columns",
                           text=",".join(cells))
                 continue
-            yield Row(line, dict(zip(header, cells)))
+            yield Row(line, dict(zip(header, cells, strict=False)))  # a short row leaves fields out
     except csv.Error as e:
         raise MalformedFileError(reader.line_num, f"invalid CSV: {e}") from None
 

@@ -31,11 +31,11 @@ from typing import Any
 from .. import codec
 from ..errors import ConflictError, EntryError, SchemaMismatchError, ValidationError
 from ..index import STAMP, TOMBSTONE
-from ..keys import SEP, RecordKeys, decode_part, record_keys
 from ..index_meta import IdentityRules, read_index_meta
-from .progress import NO_PROGRESS, Progress
+from ..keys import SEP, RecordKeys, decode_part, record_keys
 from ..service import CatalogService
-from ..wal import DELETE, PENDING, PUT, WalEntry, is_status_entity, parse_time, ts
+from ..wal import PENDING, PUT, WalEntry, is_status_entity, parse_time, ts
+from .progress import NO_PROGRESS, Progress
 
 KINDS = ("missing", "extra", "stale")
 

@@ -1,4 +1,6 @@
 """One contract, every TableStore: if the in-memory store passes where Azurite fails, it is lying."""
+from datetime import UTC
+
 import pytest
 
 from catalog.errors import ConflictError, StorageError
@@ -56,7 +58,8 @@ def test_query_orders_by_row_key_with_bounds_and_equalities(store, table):
     for rk in ["b", "a", "d", "c", "e"]:
         store.insert(table, {"PartitionKey": "p", "RowKey": rk, "odd": rk in "ace", "q": "it's"})
     store.insert(table, {"PartitionKey": "other", "RowKey": "a"})
-    rks = lambda **kw: [e["RowKey"] for e in store.query(table, "p", **kw)]
+    def rks(**kw):
+        return [e["RowKey"] for e in store.query(table, "p", **kw)]
     assert rks() == ["a", "b", "c", "d", "e"]
     assert rks(rk_gt="b", rk_lt="e") == ["c", "d"]
     assert rks(rk_ge="b", rk_gt="c") == ["d", "e"]
@@ -114,12 +117,12 @@ def test_merge_batch_upserts_and_keeps_other_properties(store, table):
 
 
 def test_entities_carry_the_time_the_service_last_wrote_them(store, table):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    before = datetime.now(timezone.utc) - timedelta(seconds=5)  # Azurite's clock is this machine's
+    before = datetime.now(UTC) - timedelta(seconds=5)  # Azurite's clock is this machine's
     etag = store.insert(table, {"PartitionKey": "p", "RowKey": "r", "v": 1})
     first = store.get(table, "p", "r").timestamp
-    assert first is not None and first.tzinfo is not None and before <= first <= datetime.now(timezone.utc)
+    assert first is not None and first.tzinfo is not None and before <= first <= datetime.now(UTC)
     store.replace(table, {"PartitionKey": "p", "RowKey": "r", "v": 2}, etag)
     [queried] = list(store.query(table, "p"))
     assert queried.timestamp >= first and store.get(table, "p", "r").timestamp == queried.timestamp

@@ -40,7 +40,7 @@ class ServedApp:
             wait_until(self._ready, timeout=60, what="the dev host to answer /api/health")
         except AssertionError:
             self.stop()
-            raise AssertionError(f"dev host did not start; its log:\n{log_path.read_text()[-4000:]}")
+            raise AssertionError(f"dev host did not start; its log:\n{log_path.read_text()[-4000:]}") from None
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:

@@ -18,7 +18,8 @@ def test_api_conforms_to_its_description(served, tmp_path):
     run = subprocess.run(
         [str(st), "run", served.url("openapi.json"), "--checks", CHECKS, "--max-examples", "20",
          "--mode", "all", "--phases", "examples,coverage,fuzzing", "--max-time", "200", "--seed", "20261127",
-         "--workers", "2", "--exclude-operation-id", "post_recover", "--request-timeout", "30", "--generation-database", "none", "--no-color"],
+         "--workers", "2", "--exclude-operation-id", "post_recover", "--request-timeout", "30",
+         "--generation-database", "none", "--no-color"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-8000:]

@@ -28,7 +28,7 @@ def toy_host(storage_connection, tmp_path):
 
     hosts = []
 
-    def start(queues: dict | None = None, settings: dict | None = None, **kwargs) -> "DevHost":
+    def start(queues: dict | None = None, settings: dict | None = None, **kwargs) -> DevHost:
         host_json = tmp_path / f"host-{len(hosts)}.json"
         host_json.write_text(json.dumps(
             {"version": "2.0", "extensions": {"queues": {**TEST_QUEUES, **(queues or {})}}}))

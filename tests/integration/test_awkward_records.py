@@ -13,9 +13,9 @@ import pytest
 
 from catalog import codec
 from catalog.bootstrap import service_for
-from catalog.tools.cli import main
 from catalog.errors import ValidationError
 from catalog.keys import FINGERPRINT_HEX, MAX_KEY_UTF16
+from catalog.tools.cli import main
 from tests.conftest import unique_name
 from tests.hostile import JSON
 

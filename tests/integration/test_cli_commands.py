@@ -13,9 +13,9 @@ from azure.data.tables import TableServiceClient
 
 from catalog import codec
 from catalog.bootstrap import build_service
+from catalog.settings import Settings
 from catalog.tools.cli import main
 from catalog.tools.progress import ProgressBar
-from catalog.settings import Settings
 from catalog.wal import PUT, PendingEntry
 from tests.helpers import unique
 

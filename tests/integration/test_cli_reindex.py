@@ -3,19 +3,19 @@ rebuild resumes without duplicates or loss; the target's schema is recorded; bad
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from catalog import codec
 from catalog.bootstrap import build_service
-from catalog.tools.cli import main
-from catalog.index import STAMP, TOMBSTONE, Index
 from catalog.errors import SchemaMismatchError
-from catalog.keys import SEP
+from catalog.index import STAMP, TOMBSTONE, Index
 from catalog.index_meta import read_index_meta
-from catalog.tools.reindex import reindex
+from catalog.keys import SEP
 from catalog.settings import Schema, Settings
+from catalog.tools.cli import main
+from catalog.tools.reindex import reindex
 from catalog.tools.verify import verify
 from catalog.wal import WalEntry
 from tests.helpers import unique
@@ -38,12 +38,13 @@ def svc(env):
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def snapshot(store, table: str) -> dict:
     """Every index entity: (PartitionKey, RowKey) -> (stamp, tombstone, record or None)."""
-    return {(e["PartitionKey"], e["RowKey"]): (e[STAMP], e[TOMBSTONE], None if e[TOMBSTONE] else codec.decode_payload(e))
+    return {(e["PartitionKey"], e["RowKey"]):
+            (e[STAMP], e[TOMBSTONE], None if e[TOMBSTONE] else codec.decode_payload(e))
             for e in store.scan_table(table) if SEP in e["PartitionKey"]}
 
 

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from catalog import codec
 from catalog.bootstrap import build_service
-from catalog.tools.cli import main
 from catalog.index import STAMP, TOMBSTONE
 from catalog.keys import partition_key, record_keys
 from catalog.settings import Settings
 from catalog.store import Entity
-
+from catalog.tools.cli import main
 
 
 @pytest.fixture
@@ -94,7 +93,7 @@ def test_verify_finds_missing_extra_and_stale_and_repair_makes_it_clean(run, svc
 def test_verify_since_checks_only_records_written_after_it(run, svc):
     old = {"sku": "old", "category": "c", "name": "1"}
     svc.submit([old], apply_now=True)
-    since = datetime.now(timezone.utc).isoformat()
+    since = datetime.now(UTC).isoformat()
     new = {"sku": "new", "category": "c", "name": "2"}
     svc.submit([new], apply_now=True)
     for record in (old, new):

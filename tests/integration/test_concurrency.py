@@ -3,7 +3,7 @@ identity's operation with the highest stamp), and no checkpoint ever moves back.
 import queue
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from catalog import codec
 from catalog.errors import TransientStorageError
@@ -84,7 +84,7 @@ def test_concurrent_writers_appliers_and_sweeper_converge(azure_table_store):
 
     def sweeper():
         while not stop.is_set():
-            svc.sweep(datetime.now(timezone.utc))
+            svc.sweep(datetime.now(UTC))
             for s in range(SHARDS):
                 checkpoints_seen[s].append(svc.wal.checkpoint(s))
 
@@ -99,7 +99,7 @@ def test_concurrent_writers_appliers_and_sweeper_converge(azure_table_store):
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads + workers)
     assert errors == []
-    svc.sweep(datetime.now(timezone.utc) + timedelta(seconds=5))
+    svc.sweep(datetime.now(UTC) + timedelta(seconds=5))
 
     for shard, seen in checkpoints_seen.items():
         assert seen == sorted(seen), f"checkpoint of shard {shard} moved back: {seen}"

@@ -2,11 +2,12 @@
 the index obtained by applying each identity's operations in stamp order. Runs on memory and Azurite."""
 from datetime import timedelta
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from catalog import codec
-from catalog.keys import record_keys
 from catalog.adapters.memory import MemoryTableStore
+from catalog.keys import record_keys
 from catalog.wal import DELETE, PUT, PendingEntry
 from tests.helpers import SCHEMA, Crash, FaultyStore, StepClock, make_service, visible_index
 

@@ -335,7 +335,7 @@ def test_two_hundred_simultaneous_connections_all_get_answers(host):
     sel = selectors.DefaultSelector()
     conns = []
     try:
-        for i in range(200):  # 200 connections open at once, then 200 requests
+        for _ in range(200):  # 200 connections open at once, then 200 requests
             conns.append(socket.create_connection(("127.0.0.1", host.port), timeout=10))
         for i, s in enumerate(conns):
             path = b"/admin/host/status" if i % 2 else b"/api/hello/c%d" % i

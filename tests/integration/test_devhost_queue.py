@@ -133,7 +133,7 @@ def test_batch_is_processed_concurrently(toy_host, storage_connection):
 
 def test_queue_output_binding_feeds_the_trigger(toy_host):
     host = toy_host(queues={"maxPollingInterval": "00:01:00"})  # the output wakes the poller
-    r = requests.post(host.url("enqueue"), data="sent by an output binding".encode())
+    r = requests.post(host.url("enqueue"), data=b"sent by an output binding")
     assert r.status_code == 202
     consumed = wait_until(lambda: host.module.events("consumed"), timeout=10, what="the queued message")
     assert consumed[0]["body"] == "sent by an output binding"

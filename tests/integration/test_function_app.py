@@ -5,8 +5,8 @@ import json
 from datetime import timedelta
 
 import azure.functions as func
-from azure.functions.timer import TimerRequest
 import pytest
+from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 
 from catalog import api

@@ -14,10 +14,10 @@ import azure.functions as func
 import pytest
 
 from catalog import codec
+from catalog.batching import MARK_DELAY
 from catalog.bootstrap import service_for
 from catalog.errors import StorageError, TransientStorageError
 from catalog.keys import record_keys
-from catalog.batching import MARK_DELAY
 from catalog.tools.transfer import export_records
 from catalog.wal import APPLIED, PendingEntry, shard_partition
 from tests.helpers import FaultyStore, wait_until

@@ -6,7 +6,7 @@ from catalog import TableCatalogClient
 from catalog.client import SchemaLockedError, reset
 from catalog.errors import RecordTooLargeError, SchemaMismatchError, ValidationError
 from catalog.wal import SHARDS, shard_partition
-from tests.helpers import wait_until, unique
+from tests.helpers import unique, wait_until
 
 
 @pytest.fixture
@@ -196,3 +196,23 @@ def test_the_library_refuses_what_the_http_edge_refuses_and_writes_nothing(clien
     with pytest.raises(ValidationError):
         client.query({"sku": "x" * 600})
     assert client.delete({"sku": "nothing"}) == 0 and wal_entries(client) == []
+
+
+def test_insert_many_is_one_logged_operation_applied_before_it_returns(client):
+    records = [{"sku": f"m{i}", "category": "many", "name": f"n{i}"} for i in range(3)]
+    op_id = client.insert_many(records)
+    assert client.query({"category": "many"}) == records  # applied when it returned
+    client.close()  # the library's status marks are buffered until then
+    assert client.service.operation(op_id)["status"] == "applied"
+    assert client.service.operation(op_id)["records"] == 3
+
+
+def test_a_wal_written_with_another_shard_count_is_refused(client, storage_connection):
+    from catalog.errors import WalLayoutError
+
+    client.insert({"sku": "a", "category": "c", "name": "n"})
+    wal = client.service.wal
+    lock = wal.store.get(wal.table, "meta", f"schema-{client.service.index.table.lower()}")
+    wal.store.merge(wal.table, {"PartitionKey": "meta", "RowKey": lock["RowKey"], "shards": SHARDS * 2})
+    with pytest.raises(WalLayoutError, match=f"written with {SHARDS * 2} shards"):
+        TableCatalogClient(storage_connection, client.service.index.table, None, "sku,category", "name")

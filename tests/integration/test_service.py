@@ -4,10 +4,10 @@ from datetime import timedelta
 
 import pytest
 
+from catalog.adapters.memory import MemoryQueue
 from catalog.errors import EntryError, TransientStorageError, ValidationError
 from catalog.index import TOMBSTONE
 from catalog.keys import record_keys
-from catalog.adapters.memory import MemoryQueue
 from catalog.wal import HEADER, SERVER_TIMEOUT, SHARDS, PendingEntry, parse_operation_id, shard_partition
 from tests.helpers import SCHEMA, FaultyStore, StepClock, make_service, wait_until
 

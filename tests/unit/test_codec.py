@@ -2,7 +2,8 @@
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from catalog import codec
 from catalog.errors import RecordTooLargeError, ValidationError

@@ -9,7 +9,14 @@ import azure.functions as func
 import pytest
 
 from devhost.functions import (
-    AppLoadError, InvocationContext, Invoker, describe, find_app, get_functions, import_app, locate_app,
+    AppLoadError,
+    InvocationContext,
+    Invoker,
+    describe,
+    find_app,
+    get_functions,
+    import_app,
+    locate_app,
 )
 from devhost.httpserver import to_response
 

@@ -1,17 +1,21 @@
 """NCRONTAB and TimeSpan schedules of the dev host's timer trigger."""
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from devhost.schedule import (
-    CronSchedule, IntervalSchedule, ScheduleError, parse_schedule, parse_timespan,
+    CronSchedule,
+    IntervalSchedule,
+    ScheduleError,
+    parse_schedule,
+    parse_timespan,
 )
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def at(*args: int) -> datetime:

@@ -6,8 +6,15 @@ import json
 import pytest
 
 from devhost.settings import (
-    HostConfig, QueueOptions, HostConfigError, apply_settings, load_host_json, load_local_settings,
-    resolve, restore_settings, storage_connection,
+    HostConfig,
+    HostConfigError,
+    QueueOptions,
+    apply_settings,
+    load_host_json,
+    load_local_settings,
+    resolve,
+    restore_settings,
+    storage_connection,
 )
 
 
@@ -65,7 +72,8 @@ def test_resolve_binding_expressions():
 
 
 def test_missing_setting_is_named():
-    with pytest.raises(HostConfigError, match=r"function f: '%CATALOG_QUEUE%' does not resolve.*CATALOG_QUEUE is not set"):
+    with pytest.raises(HostConfigError,
+                       match=r"function f: '%CATALOG_QUEUE%' does not resolve.*CATALOG_QUEUE is not set"):
         resolve("%CATALOG_QUEUE%", {}, what="function f")
 
 

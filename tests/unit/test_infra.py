@@ -12,8 +12,15 @@ import pytest
 import yaml
 from pycep import BicepParser
 
-from catalog.settings import (APP_SETTINGS, CATALOG_STORAGE, DEFAULT_SWEEP_SCHEDULE, DEFAULT_TABLE,
-                              IDENTITY_SUFFIXES, STORAGE_SETTING, Settings)
+from catalog.settings import (
+    APP_SETTINGS,
+    CATALOG_STORAGE,
+    DEFAULT_SWEEP_SCHEDULE,
+    DEFAULT_TABLE,
+    IDENTITY_SUFFIXES,
+    STORAGE_SETTING,
+    Settings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -135,7 +142,7 @@ def test_a_syntax_error_fails_the_parse(tmp_path, breakage):
     assert old in source
     broken = tmp_path / "main.bicep"
     broken.write_text(source.replace(old, new, 1))
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - pycep raises lark's errors, which it does not export
         BicepParser().parse(file_path=broken)
 
 

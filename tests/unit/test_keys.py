@@ -2,11 +2,22 @@
 import string
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from catalog.errors import ValidationError
-from catalog.keys import (MAX_KEY_UTF16, SEP, decode_part, encode_part, fingerprint, is_valid_table_key,
-                          partition_key, record_keys, row_key, row_range)
+from catalog.keys import (
+    MAX_KEY_UTF16,
+    SEP,
+    decode_part,
+    encode_part,
+    fingerprint,
+    is_valid_table_key,
+    partition_key,
+    record_keys,
+    row_key,
+    row_range,
+)
 from catalog.settings import Schema
 
 ORDINARY = st.text(alphabet=string.ascii_letters + string.digits + "-_.: ", max_size=30)

@@ -88,7 +88,7 @@ def test_sdk_requests_take_the_short_path_and_reach_the_server_intact(monkeypatc
             response.read()
         assert response.status_code == 201 and response.json() == {"ok": True}
         [got] = seen
-        assert got["line"] == f"PUT /devstoreaccount1/t1(PartitionKey='a%20b',RowKey='c')?timeout=10 HTTP/1.1"
+        assert got["line"] == "PUT /devstoreaccount1/t1(PartitionKey='a%20b',RowKey='c')?timeout=10 HTTP/1.1"
         assert got["body"] == b'{"PartitionKey":"a b","d0":"AAE="}'
         assert got["headers"]["x-ms-version"] == "2019-02-02" and got["headers"]["If-Match"] == "*"
         assert got["headers"]["Content-Length"] == str(len(got["body"]))
