@@ -1,7 +1,7 @@
 """Azure Functions app (Python v2 model): a thin edge over catalog.service.
 
 Each trigger parses its input, calls one service method and maps the result or error to a
-response (DESIGN §7). Storage, validation and the apply logic live in catalog/.
+response (docs/architecture.md §7). Storage, validation and the apply logic live in catalog/.
 """
 from __future__ import annotations
 

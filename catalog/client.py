@@ -71,7 +71,10 @@ class TableCatalogClient:
 
     def insert_many(self, records: list[dict]) -> str:
         """Insert many records as one logged operation; returns its operation id."""
-        return self.service.submit(records, apply_now=True).operation
+        accepted = self.service.submit(records, apply_now=True)
+        # Only a delete that matches nothing has no operation; a submit always logs one.
+        assert accepted.operation is not None, "submit returned no operation id"
+        return accepted.operation
 
     def delete(self, filter: Mapping[str, Any], *, row_from: str | None = None,
                row_to: str | None = None) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .errors import ConflictError, TransientStorageError, ValidationError
+from .errors import ConflictError, StorageError, TransientStorageError, ValidationError
 from .keys import (
     MAX_KEY_UTF16,
     SEP,
@@ -100,6 +100,9 @@ class Index:
                 continue
             if str(current.get(STAMP, "")) >= stamp:
                 return 0  # the same or a newer operation is already there
+            if current.etag is None:  # every store returns an entity it read with its ETag
+                raise StorageError(f"index entity {entity['PartitionKey']!r}/{entity['RowKey']!r}: "
+                                   "read without an ETag, cannot replace it conditionally")
             try:
                 self.store.replace(self.table, entity, current.etag)
                 return 1
@@ -155,13 +158,15 @@ class Index:
         after = decode_continuation(continuation, pk) if continuation else None
         page_size = min(1000, limit + 1) if limit else 1000
         items: list[dict] = []
-        last_rk = None
+        last_rk: str | None = None
         for e in self.store.query(self.table, pk, rk_ge=low, rk_gt=after, rk_lt=high,
                                   equals={TOMBSTONE: False}, page_size=page_size):
             record = codec.decode_payload(e)
             if not self._matches(record, resolved[1:]):
                 continue
             if limit is not None and len(items) == limit:
+                # limit >= 1, so at least one item (and its RowKey) came before this one
+                assert last_rk is not None, "a full page without a last RowKey"
                 return Page(items, encode_continuation(pk, last_rk))
             items.append(record)
             last_rk = e["RowKey"]

@@ -15,9 +15,10 @@ Plain objects: the queue and timer triggers only call `apply_operation` and `swe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from . import codec
 from .errors import CatalogError, EntryError, TransientStorageError, ValidationError
@@ -112,11 +113,11 @@ class Materializer:
             log.warning("operation %s: nothing in the WAL to apply", op_id)
         return self._apply_group(op_id, header, entries, final=final)
 
-    def apply_entries(self, op_id: str, entries: list[WalEntry], header: Entity | None = None,
+    def apply_entries(self, op_id: str, entries: list[WalEntry], header: Mapping[str, Any] | None = None,
                       *, final: bool = False, mark: bool = True) -> ApplyResult:
         return self._apply_group(op_id, header, entries, final=final, mark=mark)
 
-    def _apply_group(self, op_id: str, header: Entity | None, entries: list[WalEntry], *,
+    def _apply_group(self, op_id: str, header: Mapping[str, Any] | None, entries: list[WalEntry], *,
                      final: bool, mark: bool = True) -> ApplyResult:
         result = ApplyResult(operations=1)
         failures: list[tuple[str, str]] = []

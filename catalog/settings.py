@@ -1,4 +1,5 @@
-"""Settings: parsed once from the environment (DESIGN §9) into frozen values, with errors naming the setting."""
+"""Settings: parsed once from the environment into frozen values, with errors naming the setting
+(docs/architecture.md §10 lists them)."""
 from __future__ import annotations
 
 import json
@@ -203,7 +204,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """The Functions app's settings (DESIGN §9). Raises SettingsError naming the bad setting."""
+        """The Functions app's settings (docs/architecture.md §10). Raises SettingsError naming the bad setting."""
         storage = parse_storage(env, CATALOG_STORAGE) or parse_storage(env, STORAGE_SETTING)
         if storage is None:
             raise SettingsError(STORAGE_SETTING, f"not set: set {STORAGE_SETTING} (a connection string, "
@@ -290,7 +291,7 @@ def load_app_settings(settings_path: str | Path | None, environ: Mapping[str, st
     """local.settings.json `Values` (the given file, or the one in `cwd` if there is one), overlaid by
     the environment: the same precedence the Functions host applies."""
     explicit = settings_path is not None
-    path = Path(settings_path) if explicit else Path(cwd) / LOCAL_SETTINGS
+    path = Path(settings_path) if settings_path is not None else Path(cwd) / LOCAL_SETTINGS
     if explicit and not path.is_file():
         raise SettingsError("--settings", f"{path} does not exist")
     values, _ = read_local_settings(path)

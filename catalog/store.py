@@ -18,8 +18,9 @@ class Entity(dict):
     etag: str | None = None
     timestamp: datetime | None = None
 
-    def __init__(self, props: Mapping[str, Any] = (), etag: str | None = None, timestamp: datetime | None = None):
-        super().__init__(props)
+    def __init__(self, props: Mapping[str, Any] | None = None, etag: str | None = None,
+                 timestamp: datetime | None = None):
+        super().__init__({} if props is None else props)
         self.etag = etag
         self.timestamp = timestamp
 

@@ -39,7 +39,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 from urllib3.util.retry import Retry
 
-from ..errors import ConflictError, StorageError, TableNotFoundError, TransientStorageError
+from ..errors import ConflictError, SettingsError, StorageError, TableNotFoundError, TransientStorageError
 from ..settings import StorageConfig
 from ..store import Entity
 
@@ -49,8 +49,8 @@ _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 # Client-side bounds for every request: with the server-side `timeout` on WAL writes they bound
 # how long a WAL append can take (the sweep's settle window relies on it; see wal.py).
-CLIENT_OPTIONS = dict(retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=4,
-                      connection_timeout=5, read_timeout=20)
+CLIENT_OPTIONS: dict[str, Any] = dict(retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=4,
+                                      connection_timeout=5, read_timeout=20)
 
 
 def translate(e: Exception, what: str) -> Exception:
@@ -138,7 +138,8 @@ def environment_transport(endpoint: str) -> RequestsTransport:
     session.trust_env = False
     host = urlparse(endpoint).hostname or ""
     proxies = {k: v for k, v in urllib.request.getproxies_environment().items() if k in ("http", "https")}
-    if proxies and not urllib.request.proxy_bypass_environment(host):
+    # proxy_bypass_environment exists at runtime (CPython's urllib.request) but typeshed does not declare it
+    if proxies and not urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         session.proxies = proxies
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32,
                           max_retries=Retry(total=False, redirect=False, raise_on_status=False))
@@ -149,13 +150,22 @@ def environment_transport(endpoint: str) -> RequestsTransport:
                              connection_verify=ca_bundle or True)
 
 
+def _service_uri(config: StorageConfig, suffix: str, uri: str | None) -> str:
+    """A service URI of an identity-based connection: parse_storage requires it, a StorageConfig built
+    by hand may lack it."""
+    if uri is None:
+        raise SettingsError(f"{config.setting}__{suffix}", "required for an identity-based connection")
+    return uri
+
+
 def table_service(config: StorageConfig) -> TableServiceClient:
     if config.connection_string is not None:
         endpoint = TableServiceClient.from_connection_string(config.connection_string).url
         return TableServiceClient.from_connection_string(config.connection_string,
                                                          transport=environment_transport(endpoint), **CLIENT_OPTIONS)
-    return TableServiceClient(endpoint=config.table_uri, credential=credential_for(config),
-                              transport=environment_transport(config.table_uri), **CLIENT_OPTIONS)
+    table_uri = _service_uri(config, "tableServiceUri", config.table_uri)
+    return TableServiceClient(endpoint=table_uri, credential=credential_for(config),
+                              transport=environment_transport(table_uri), **CLIENT_OPTIONS)
 
 
 def queue_client(name: str, *, connection_string: str | None = None, url: str | None = None, credential=None,
@@ -166,6 +176,8 @@ def queue_client(name: str, *, connection_string: str | None = None, url: str | 
         endpoint = QueueClient.from_connection_string(connection_string, name).url
         return QueueClient.from_connection_string(connection_string, name, transport=environment_transport(endpoint),
                                                   **options)
+    if url is None:
+        raise ValueError("queue_client needs a connection_string or a queue service url")
     return QueueClient(url, name, credential=credential, transport=environment_transport(url), **options)
 
 
@@ -405,7 +417,8 @@ class AzureQueue:
             client = queue_client(name, connection_string=config.connection_string,
                                   message_encode_policy=TextBase64EncodePolicy(), **CLIENT_OPTIONS)
         else:
-            client = queue_client(name, url=config.queue_uri, credential=credential_for(config),
+            client = queue_client(name, url=_service_uri(config, "queueServiceUri", config.queue_uri),
+                                  credential=credential_for(config),
                                   message_encode_policy=TextBase64EncodePolicy(), **CLIENT_OPTIONS)
         return cls(client)
 

@@ -13,7 +13,7 @@ from ..store import Entity
 
 
 class MemoryTableStore:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.RLock()
         # table -> PartitionKey -> (sorted RowKeys, RowKey -> (properties, ETag, write time))
         self._tables: dict[str, dict[str, tuple[list[str], dict[str, tuple[dict, str, datetime]]]]] = {}

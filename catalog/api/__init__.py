@@ -1,4 +1,4 @@
-"""The HTTP contract (DESIGN: the API table) without a web framework: request parsing, problem details,
+"""The HTTP contract (README, "HTTP API") without a web framework: request parsing, problem details,
 the OpenAPI document and the bodies of responses. function_app.py adapts azure.functions requests
 and responses to these plain functions, so the contract is testable without the Functions runtime
 and the app stays a thin edge. This layer imports the core; the core never imports it.

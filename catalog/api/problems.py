@@ -35,9 +35,11 @@ def problem_for(error: Exception) -> tuple[int, dict, dict[str, str]]:
     it says what to do and gives an error id; the function log has the whole story under it
     (error_response in function_app.py logs it)."""
     if isinstance(error, ValidationError):
-        extra = {k: v for k, v in (("field", error.field), ("index", error.index)) if v is not None}
-        if "field" in extra:
-            extra["field"] = codec.escape_surrogates(extra["field"])  # a caller's name: keep it encodable
+        extra: dict[str, Any] = {}
+        if error.field is not None:
+            extra["field"] = codec.escape_surrogates(error.field)  # a caller's name: keep it encodable
+        if error.index is not None:
+            extra["index"] = error.index
         title = _TITLES.get(error.status, "Invalid request")
         return error.status, problem(error.status, title, str(error), **extra), {}
     if isinstance(error, NotFoundError):

@@ -442,13 +442,18 @@ def _fail(ctx: Context, kind: str, message: str) -> int:
     return EXIT_ERROR
 
 
+class _CliLogHandler(logging.StreamHandler):
+    """The handler -v adds; `catalog_cli` marks it so a second main() in one process adds no other."""
+
+    catalog_cli = True
+
+
 def _configure_logging(verbose: bool) -> None:
     # Without -v, Python's last-resort handler still prints the catalog's warnings to stderr.
     if verbose:
         logger = logging.getLogger("catalog")
         if not any(getattr(h, "catalog_cli", False) for h in logger.handlers):
-            handler = logging.StreamHandler(sys.stderr)
-            handler.catalog_cli = True
+            handler = _CliLogHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logger.addHandler(handler)
         logger.setLevel(logging.INFO)

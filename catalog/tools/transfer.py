@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, Protocol, TextIO
 
 from .. import codec
 from ..errors import CatalogError, ValidationError
@@ -269,13 +269,13 @@ class _Rejects:
 class _CountingReader(io.RawIOBase):
     """Counts the bytes read from the file, for the progress bar."""
 
-    def __init__(self, raw: BinaryIO):
+    def __init__(self, raw: io.RawIOBase):
         self.raw, self.count = raw, 0
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
+    def readinto(self, b) -> int | None:
         n = self.raw.readinto(b)
         self.count += n or 0
         return n
@@ -372,7 +372,13 @@ def _line(data: bytes) -> bytes:
     return data + b"\n"
 
 
-def export_records(service: CatalogService, out: BinaryIO, *, progress: Progress = NO_PROGRESS) -> int:
+class BinarySink(Protocol):
+    """What export_records writes to: a binary file (BinaryIO), or anything else with a write(bytes)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+def export_records(service: CatalogService, out: BinarySink, *, progress: Progress = NO_PROGRESS) -> int:
     """Write every current record once, as JSON Lines. Returns how many."""
     count = 0
     progress.begin("export", None, "records")

@@ -1,6 +1,6 @@
 """verify: replay the WAL into the state the index should be in, compare it with the index table, repair.
 
-The expected state follows the apply rules (DESIGN §5): for each record identity the WAL entry with
+The expected state follows the apply rules (docs/architecture.md §5): for each record identity the WAL entry with
 the highest stamp wins; a put gives the record at each of its index keys, a delete a tombstone (or
 nothing: tombstones are collected after their retention). Then every index entity is read once and
 classified:
@@ -197,8 +197,8 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
             if key_error:
                 _unusable(report, item.stamp, key_error)
             continue
-        cur = expected.get(keys.row_key)
-        if cur is None or item.stamp > cur.stamp:
+        known = expected.get(keys.row_key)
+        if known is None or item.stamp > known.stamp:
             digest = _digest(codec.join_chunks(item.entity)) if item.kind == PUT else None
             expected[keys.row_key] = _Expected(item.stamp, item.kind == PUT, keys.partition_keys, digest, gk,
                                                False, pending)
@@ -213,13 +213,13 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
     force: dict[str, list[tuple[str, str | None, str]]] = defaultdict(list)
     extras: list[tuple[str, str, str | None, str, bool]] = []
     progress.begin("verify: reading the index", None, "entities")
-    for e in index.entities():
-        pk, rk = e["PartitionKey"], e["RowKey"]
+    for entity in index.entities():
+        pk, rk = entity["PartitionKey"], entity["RowKey"]
         if SEP not in pk:
             continue  # not an index partition (reindex bookkeeping)
         report.index_entities += 1
         progress.advance()
-        stamp = str(e.get(STAMP, ""))
+        stamp = str(entity.get(STAMP, ""))
         exp = expected.get(rk)
         if stamp >= bound:
             report.newer += 1
@@ -229,15 +229,15 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
         if exp is None:
             if since is None:
                 report.add(Drift("extra", pk, rk, stamp or None, None, "no WAL entry explains it"))
-                extras.append((pk, rk, e.etag, stamp, True))
+                extras.append((pk, rk, entity.etag, stamp, True))
             continue
         if pk not in exp.pks:
             report.add(Drift("extra", pk, rk, stamp or None, exp.stamp,
                              "the record has no such index partition under the schema"))
-            extras.append((pk, rk, e.etag, stamp, False))
+            extras.append((pk, rk, entity.etag, stamp, False))
             continue
         exp.seen |= 1 << exp.pks.index(pk)
-        problem = _compare(exp, e, stamp)
+        problem = _compare(exp, entity, stamp)
         if problem is None:
             continue
         if exp.pending:
@@ -247,7 +247,7 @@ def verify(service: CatalogService, *, since: str | datetime | None = None, show
         per_identity[rk] += 1
         rewrite[rk] = exp
         if stamp >= exp.stamp:
-            force[rk].append((pk, e.etag, stamp))  # a normal write would skip it
+            force[rk].append((pk, entity.etag, stamp))  # a normal write would skip it
     for rk, exp in expected.items():
         if not exp.put:
             continue

@@ -72,7 +72,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222: The catalog's HTTP API is meant to be called from outside Azure; it is protected by function and admin keys (DESIGN section 7) and HTTPS only.
+  // checkov:skip=CKV_AZURE_222: The catalog's HTTP API is meant to be called from outside Azure; it is protected by function and admin keys (README, HTTP API) and HTTPS only.
   // checkov:skip=CKV_AZURE_17: Clients authenticate with function keys; requiring client certificates (mTLS) would lock out every documented client.
   // checkov:skip=CKV_AZURE_212: numberOfWorkers is a dedicated-plan setting; Flex Consumption scales instances per function up to maximumInstanceCount and replaces failed ones itself.
   // checkov:skip=CKV_AZURE_213: healthCheckPath is the App Service/Premium instance-eviction probe, not part of Flex Consumption hosting; liveness is served at GET /api/health for external probes.
@@ -125,7 +125,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identityClientId};Authorization=AAD'
         }
-        // The catalog (DESIGN §9). Set even where the code has a default: the host resolves
+        // The catalog (docs/architecture.md §10). Set even where the code has a default: the host resolves
         // %CATALOG_QUEUE% and %CATALOG_SWEEP_SCHEDULE% only from settings that exist.
         {
           name: 'CATALOG_TABLE'
