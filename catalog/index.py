@@ -12,7 +12,9 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +34,7 @@ from .keys import (
     value_text,
 )
 from .settings import Schema
-from .store import Entity, TableStore
+from .store import MAX_BATCH, MAX_BATCH_BYTES, Entity, TableStore
 
 STAMP, TOMBSTONE = "s", "x"
 META_PARTITION = "meta"  # no index partition is called that: every index PartitionKey holds a space
@@ -50,6 +52,8 @@ class Index:
         self.store = store
         self.table = table
         self.schema = schema
+        self._existing = 0.0  # moving share of written entities that existed already
+        self._lock = threading.Lock()
 
     def create(self) -> None:
         self.store.create_table(self.table)
@@ -75,14 +79,83 @@ class Index:
     # -- write -----------------------------------------------------------------------------
     def write(self, keys: RecordKeys, stamp: str, data: bytes | None) -> int:
         """Write a record (data) or a tombstone (None) at every index key. Returns entities changed."""
-        props: dict[str, Any] = {STAMP: stamp, TOMBSTONE: data is None}
-        if data is not None:
-            props.update(codec.chunk_properties(data))
+        return self.write_many([(keys, stamp, data)])
+
+    def write_many(self, items: Sequence[tuple[RecordKeys, str, bytes | None]], *,
+                   concurrency: int = 1) -> int:
+        """Write records (data) and tombstones (None) of one apply unit at every index key, batched:
+        the entities of each partition go out as entity-group transactions of up to MAX_BATCH (the
+        current stamps of a batch read first with one range query, so an update costs no failed
+        insert), partitions up to `concurrency` at a time. Returns the entities changed.
+
+        Same rules as one by one: an entity is replaced only through its ETag and only by a newer
+        stamp, so any order, any repetition and a crash anywhere converge. Two phases keep what
+        `holding` relies on: a record's last index key is written only once all its other keys
+        are, so an operation whose last entity is there has been applied everywhere."""
+        newest: dict[tuple[str, str], dict[str, Any]] = {}
+        last_pk: dict[str, str] = {}
+        for keys, stamp, data in items:
+            props: dict[str, Any] = {STAMP: stamp, TOMBSTONE: data is None}
+            if data is not None:
+                props.update(codec.chunk_properties(data))
+            last_pk[keys.row_key] = keys.partition_keys[-1]
+            for pk in keys.partition_keys:
+                held = newest.get((pk, keys.row_key))
+                if held is None or held[STAMP] < stamp:  # a unit may hold one identity twice
+                    newest[(pk, keys.row_key)] = {"PartitionKey": pk, "RowKey": keys.row_key, **props}
+        phases: tuple[dict[str, list[dict]], dict[str, list[dict]]] = ({}, {})
+        for (pk, rk), entity in newest.items():
+            phases[1 if last_pk[rk] == pk else 0].setdefault(pk, []).append(entity)
         changed = 0
-        for pk in keys.partition_keys:
-            changed += self._write_one({"PartitionKey": pk, "RowKey": keys.row_key, **props},
-                                       try_insert_first=data is not None)
+        for phase in phases:
+            changed += self._write_partitions(phase, concurrency)
         return changed
+
+    def _write_partitions(self, partitions: dict[str, list[dict]], concurrency: int) -> int:
+        work = [batch for entities in partitions.values() for batch in _batches(entities)]
+        # Multi-entity batches first: what they find tells the single entities whether to read first.
+        work.sort(key=len, reverse=True)
+        if concurrency <= 1 or len(work) <= 1:
+            return sum(self._write_batch(batch) for batch in work)
+        with ThreadPoolExecutor(min(concurrency, len(work)), thread_name_prefix="catalog-apply") as pool:
+            return sum(pool.map(self._write_batch, work))
+
+    def _write_batch(self, batch: list[dict]) -> int:
+        """One partition's batch: one transaction where the current stamps allow, else one by one."""
+        if len(batch) == 1:
+            return self._write_one(batch[0], try_insert_first=self._insert_first(batch[0]))
+        pk = batch[0]["PartitionKey"]
+        current = {e["RowKey"]: e for e in self.store.query(self.table, pk, rk_ge=batch[0]["RowKey"],
+                                                             rk_le=batch[-1]["RowKey"], select=(STAMP,))}
+        self._seen(existing=len(current), total=len(batch))
+        creates: list[dict] = []
+        replaces: list[tuple[dict, str]] = []
+        for entity in batch:
+            held = current.get(entity["RowKey"])
+            if held is None:
+                creates.append(entity)
+            elif str(held.get(STAMP, "")) < entity[STAMP]:
+                if held.etag is None:  # every store returns what it read with its ETag
+                    raise StorageError(f"index entity {pk!r}/{entity['RowKey']!r}: read without an ETag")
+                replaces.append((entity, held.etag))
+        if not creates and not replaces:
+            return 0  # the same or newer operations are there already
+        try:
+            self.store.write_batch(self.table, creates, replaces)
+            return len(creates) + len(replaces)
+        except ConflictError:  # another applier wrote in between: this batch one by one
+            return sum(self._write_one(e, try_insert_first=e["RowKey"] not in current) for e in batch)
+
+    def _seen(self, *, existing: int, total: int) -> None:
+        # How many of the entities written lately existed already: updates read before they
+        # write, new records insert at once (a wrong guess costs one request, never correctness).
+        with self._lock:
+            self._existing = 0.8 * self._existing + 0.2 * (existing / total)
+
+    def _insert_first(self, entity: dict) -> bool:
+        if entity[TOMBSTONE]:
+            return False  # a delete's entity exists almost always
+        return self._existing < 0.5
 
     def _write_one(self, entity: dict, try_insert_first: bool) -> int:
         stamp = entity[STAMP]
@@ -91,6 +164,7 @@ class Index:
             if insert_next:
                 try:
                     self.store.insert(self.table, entity)
+                    self._seen(existing=0, total=1)
                     return 1
                 except ConflictError:
                     pass  # it exists: compare stamps below
@@ -98,6 +172,7 @@ class Index:
             if current is None:
                 insert_next = True
                 continue
+            self._seen(existing=1, total=1)
             if str(current.get(STAMP, "")) >= stamp:
                 return 0  # the same or a newer operation is already there
             if current.etag is None:  # every store returns an entity it read with its ETag
@@ -221,6 +296,22 @@ _TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_TOKEN_CHARS}}}")
 
 def _partition_tag(pk: str) -> str:
     return hashlib.sha256(pk.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _batches(entities: list[dict]) -> Iterator[list[dict]]:
+    """A partition's entities in RowKey order, cut into entity-group transactions Azure accepts:
+    at most MAX_BATCH entities and MAX_BATCH_BYTES of payload (4 MiB per request, base64 inside)."""
+    batch: list[dict] = []
+    size = 0
+    for entity in sorted(entities, key=lambda e: e["RowKey"]):
+        weight = sum(len(v) for v in entity.values() if isinstance(v, (bytes, bytearray)))
+        if batch and (len(batch) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entity)
+        size += weight
+    if batch:
+        yield batch
 
 
 def encode_continuation(pk: str, rk: str) -> str:

@@ -15,7 +15,8 @@ Plain objects: the queue and timer triggers only call `apply_operation` and `swe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,8 +24,8 @@ from typing import Any
 from . import codec
 from .errors import CatalogError, EntryError, TransientStorageError, ValidationError
 from .index import Index
-from .keys import record_keys
-from .settings import Schema
+from .keys import RecordKeys, record_keys
+from .settings import DEFAULT_APPLY_CONCURRENCY, Schema
 from .store import Entity
 from .wal import (
     APPLIED,
@@ -45,6 +46,8 @@ from .wal import (
 log = logging.getLogger(__name__)
 
 TOMBSTONE_RETENTION = timedelta(days=14)  # queue messages live 7 days at most
+SHARD_CONCURRENCY = 4  # WAL shards a sweep or recover applies at once
+WINDOW_ENTRIES = 1000  # WAL entries a sweep applies as one batched unit
 
 
 @dataclass
@@ -77,24 +80,29 @@ class Materializer:
     def __init__(self, wal: Wal, index: Index, schema: Schema, *,
                  clock: Callable[[], datetime] | None = None,
                  settle_window: timedelta = SETTLE_WINDOW,
-                 tombstone_retention: timedelta = TOMBSTONE_RETENTION):
+                 tombstone_retention: timedelta = TOMBSTONE_RETENTION,
+                 concurrency: int = DEFAULT_APPLY_CONCURRENCY):
         self.wal = wal
         self.index = index
         self.schema = schema
         self.clock = clock or wal.clock
         self.settle_window = settle_window
         self.tombstone_retention = tombstone_retention
+        self.concurrency = max(1, concurrency)  # index partitions written at once by one apply unit
 
     # -- one entry ---------------------------------------------------------------------------
     def apply_entry(self, entry: WalEntry) -> int:
         """Apply one WAL entry. EntryError if it cannot ever be applied; storage errors propagate."""
+        return self.index.write(*self._write_of(entry))
+
+    def _write_of(self, entry: WalEntry) -> tuple[RecordKeys, str, bytes | None]:
+        """What an entry writes to the index: its keys, its stamp, the record (None for a delete)."""
         payload = entry.record()
         try:
             keys = record_keys(self.schema, payload)
         except ValidationError as e:
             raise EntryError(f"entry {entry.stamp}: {e}") from e
-        data = codec.join_chunks(entry.entity) if entry.kind == PUT else None
-        return self.index.write(keys, entry.stamp, data)
+        return keys, entry.stamp, codec.join_chunks(entry.entity) if entry.kind == PUT else None
 
     def reflected(self, entry: WalEntry) -> Entity | None:
         """The index entity showing this entry (or a later operation on its identity), if the index
@@ -119,34 +127,57 @@ class Materializer:
 
     def _apply_group(self, op_id: str, header: Mapping[str, Any] | None, entries: list[WalEntry], *,
                      final: bool, mark: bool = True) -> ApplyResult:
-        result = ApplyResult(operations=1)
-        failures: list[tuple[str, str]] = []
-        for entry in entries:
+        return self.apply_unit([Unit(op_id, header, entries, mark)], final=final)
+
+    def apply_unit(self, ops: Sequence[Unit], *, final: bool) -> ApplyResult:
+        """Apply several operations as one unit: every valid entry of all of them in one batched
+        `Index.write_many`, then each operation's status. An entry that cannot be applied fails
+        its own operation only (recorded when `final`, else EntryError after the others are
+        written, so the queue retries the message); storage errors propagate before any status
+        is written, so nothing reads applied that is not."""
+        writes: list[tuple[RecordKeys, str, bytes | None]] = []
+        failures: dict[str, list[tuple[str, str]]] = {}
+        for op in ops:
+            for entry in op.entries:
+                try:
+                    writes.append(self._write_of(entry))
+                except (EntryError, ValidationError) as e:
+                    failures.setdefault(op.op_id, []).append((entry.stamp, str(e)))
+        changed = self.index.write_many(writes, concurrency=self.concurrency) if writes else 0
+        result = ApplyResult(operations=len(ops), changed=changed)
+        raising: dict[str, str] = {}
+        for op in ops:
+            failed = failures.get(op.op_id, [])
+            result.entries += len(op.entries) - len(failed)
+            result.failed += len(failed)
             try:
-                result.changed += self.apply_entry(entry)
-                result.entries += 1
-            except (EntryError, ValidationError) as e:
-                failures.append((entry.stamp, str(e)))
-        result.failed = len(failures)
+                self._finish(op, failed, final=final)
+            except EntryError as e:
+                raising[op.op_id] = str(e)
+            log.info("operation %s: applied %d entries", op.op_id, len(op.entries) - len(failed))
+        if raising:
+            raise UnitFailed(set(raising), result, "; ".join(raising.values()))
+        return result
+
+    def _finish(self, op: Unit, failures: list[tuple[str, str]], *, final: bool) -> None:
+        """An applied operation's status: applied, or its failures (recorded when final)."""
+        header = op.header
         if failures:
             reason = "; ".join(why for _, why in failures[:5])  # each names its entry
             if len(failures) > 5:
                 reason += f"; and {len(failures) - 5} more"
             if final:
-                log.error("operation %s: %d entries cannot be applied: %s", op_id, len(failures), reason)
-                self.wal.record_failure(op_id, failures[0][0], reason)
+                log.error("operation %s: %d entries cannot be applied: %s", op.op_id, len(failures), reason)
+                self.wal.record_failure(op.op_id, failures[0][0], reason)
                 if header is not None:
-                    self.wal.mark(op_id, FAILED_STATUS, row=header["RowKey"], error=reason, failed=len(failures),
-                                  finished=self.clock().isoformat())
+                    self.wal.mark(op.op_id, FAILED_STATUS, row=header["RowKey"], error=reason,
+                                  failed=len(failures), finished=self.clock().isoformat())
             else:
                 if header is not None:
-                    self.wal.mark(op_id, PENDING, row=header["RowKey"], last_error=reason)
-                raise EntryError(f"operation {op_id}: {reason}")
-        elif mark and header is not None and header.get("status") != APPLIED:
-            self.wal.mark(op_id, APPLIED, row=header["RowKey"], finished=self.clock().isoformat())
-        log.info("operation %s: applied %d entries (%d index entities changed)", op_id, result.entries,
-                 result.changed)
-        return result
+                    self.wal.mark(op.op_id, PENDING, row=header["RowKey"], last_error=reason)
+                raise EntryError(f"operation {op.op_id}: {reason}")
+        elif op.mark and header is not None and header.get("status") != APPLIED:
+            self.wal.mark(op.op_id, APPLIED, row=header["RowKey"], finished=self.clock().isoformat())
 
     # -- sweep -------------------------------------------------------------------------------
     def settled_cutoff(self, now: datetime | None = None) -> str:
@@ -156,9 +187,7 @@ class Materializer:
         """Apply what the queue path missed, shard by shard, and advance the checkpoints."""
         now = now or self.clock()
         cutoff = self.settled_cutoff(now)
-        total = ApplyResult()
-        for shard in range(SHARDS):
-            total.add(self.sweep_shard(shard, before=cutoff))
+        total = self._each_shard(lambda shard: self.sweep_shard(shard, before=cutoff))
         if collect:
             total.tombstones_collected = self.collect_tombstones(now)
         return total
@@ -169,13 +198,23 @@ class Materializer:
         to the settled cutoff, and only where the replay covered everything after them.
         `on_shard(shard)` is called after each shard (progress bars)."""
         now = now or self.clock()
-        total = ApplyResult()
-        for shard in range(SHARDS):
-            after = ts(since) if since is not None else None
-            total.add(self.sweep_shard(shard, after=after, before=ts(now) + "~",
-                                       advance_limit=self.settled_cutoff(now), skip_finished=since is None))
+        after = ts(since) if since is not None else None
+
+        def one(shard: int) -> ApplyResult:
+            result = self.sweep_shard(shard, after=after, before=ts(now) + "~",
+                                      advance_limit=self.settled_cutoff(now), skip_finished=since is None)
             if on_shard is not None:
                 on_shard(shard)
+            return result
+        return self._each_shard(one)
+
+    def _each_shard(self, work: Callable[[int], ApplyResult]) -> ApplyResult:
+        """`work` for every shard, SHARD_CONCURRENCY shards at a time (each writes up to
+        `concurrency` index partitions at once), results added up."""
+        total = ApplyResult()
+        with ThreadPoolExecutor(min(SHARD_CONCURRENCY, SHARDS), thread_name_prefix="catalog-sweep") as pool:
+            for result in pool.map(work, range(SHARDS)):
+                total.add(result)
         return total
 
     def sweep_shard(self, shard: int, *, after: str | None = None, before: str,
@@ -186,6 +225,15 @@ class Materializer:
         done = start  # every entry <= done has been applied or recorded as failed
         stopped = False
         marks: list[dict] = []  # applied one-entry operations whose status mark never landed
+        window: list[Unit] = []  # operations applied together, up to WINDOW_ENTRIES entries
+        window_last = done
+
+        def flush() -> None:
+            nonlocal done
+            if window:
+                result.add(self.apply_unit(window, final=True))
+                window.clear()
+            done = window_last
         try:
             for op_id, header, entries, last_rk in _groups(self.wal.scan(shard, after=start, before=before)):
                 if skip_finished and header is not None and header.get("status") == PENDING \
@@ -196,10 +244,15 @@ class Materializer:
                 elif header is None or header.get("status") == PENDING or not skip_finished:
                     # An operation without a header is a bulk write cut short: its entries are
                     # valid and applied all the same.
-                    result.add(self._apply_group(op_id, header, entries, final=True))
-                done = last_rk
+                    window.append(Unit(op_id, header, entries))
+                window_last = last_rk
+                if not window:
+                    done = last_rk
+                if sum(len(op.entries) for op in window) >= WINDOW_ENTRIES:
+                    flush()
                 if len(marks) >= MAX_BATCH:
                     self._write_marks(marks)
+            flush()
         except TransientStorageError as e:
             log.warning("sweep of shard %d stopped at %s: %s", shard, done, e)
             result.stopped_shards.append(shard)
@@ -250,6 +303,25 @@ class Materializer:
         except (CatalogError, AttributeError, TypeError):
             return 0
         return sum(self.index.collect_tombstone(pk, rk, entry.stamp) for pk, rk in keys.entities())
+
+
+class UnitFailed(EntryError):
+    """Some operations of a unit have entries that cannot be applied (yet); the others were."""
+
+    def __init__(self, operations: set[str], result: ApplyResult, reason: str):
+        self.operations, self.result = operations, result
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One operation to apply: its id, its status entity (header, or the single entry), its entries,
+    and whether applying it writes its `applied` mark now."""
+
+    op_id: str
+    header: Mapping[str, Any] | None
+    entries: list[WalEntry]
+    mark: bool = True
 
 
 def _groups(items: Iterable[Entity | WalEntry]):

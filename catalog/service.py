@@ -21,7 +21,7 @@ from .errors import (
 from .index import STAMP, TOMBSTONE, Index, Page
 from .index_meta import READY, read_index_meta
 from .keys import record_keys
-from .materializer import ApplyResult, Materializer
+from .materializer import ApplyResult, Materializer, Unit, UnitFailed
 from .settings import Schema
 from .store import MessageQueue
 from .wal import (
@@ -47,6 +47,7 @@ MAX_BULK_RECORDS = 1000
 MAX_DELETE_MATCHES = 10_000
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+HEALTH_PENDING_CAP = 100  # pending operations /health counts per shard before it says "at least"
 
 
 @dataclass(frozen=True)
@@ -232,29 +233,33 @@ class CatalogService:
 
     # -- apply path ----------------------------------------------------------------------------
     def apply_message(self, text: str) -> ApplyResult:
-        """Queue trigger: raises if an entry cannot be applied, so the message is retried (applying
-        what did work again is a no-op)."""
-        ops = messages.parse(text)
-        total, failures = ApplyResult(), []
-        for op_id, embedded in ops:
-            try:
-                if embedded is None:
-                    total.add(self.materializer.apply_operation(op_id))
-                    continue
-                entries = messages.embedded_entries(op_id, embedded)
-                # The write path always logs the operation's status: mark it once applied. A
-                # one-entry operation's mark goes through the buffer (its status can be read
-                # from the index meanwhile); a larger one's is written now.
-                single = len(entries) == 1
-                status = {"RowKey": self.wal.status_row(op_id, len(entries)), "status": PENDING}
-                total.add(self.materializer.apply_entries(op_id, entries, status, mark=not single))
-                if single:
-                    self.marks.add(self.wal.mark_entity(op_id, status["RowKey"], APPLIED,
-                                                        finished=self.wal.clock().isoformat()))
-            except EntryError as e:
-                failures.append(str(e))
-        if failures:
-            raise EntryError("; ".join(failures))
+        """Queue trigger: every operation the message names, as one batched unit. Raises if an entry
+        cannot be applied, so the message is retried (applying what did work again is a no-op)."""
+        units, singles = [], []
+        for op_id, embedded in messages.parse(text):
+            if embedded is None:  # too large to embed: read from the WAL
+                header, entries = self.wal.read_operation(op_id)
+                units.append(Unit(op_id, header, entries))
+                continue
+            entries = messages.embedded_entries(op_id, embedded)
+            # The write path always logs the operation's status: mark it once applied. A
+            # one-entry operation's mark goes through the buffer (its status can be read from
+            # the index meanwhile); a larger one's is written now.
+            row = self.wal.status_row(op_id, len(entries))
+            units.append(Unit(op_id, {"RowKey": row, "status": PENDING}, entries, mark=len(entries) > 1))
+            if len(entries) == 1:
+                singles.append((op_id, row))
+        failed: set[str] = set()
+        reason = ""
+        try:
+            total = self.materializer.apply_unit(units, final=False)
+        except UnitFailed as e:
+            failed, total, reason = e.operations, e.result, str(e)
+        for op_id, row in singles:
+            if op_id not in failed:
+                self.marks.add(self.wal.mark_entity(op_id, row, APPLIED, finished=self.wal.clock().isoformat()))
+        if failed:
+            raise EntryError(reason)  # names each operation and entry
         return total
 
     def apply_poison(self, text: str) -> ApplyResult | None:
@@ -319,23 +324,27 @@ class CatalogService:
                 "wal_table": self.wal.table, "queue": self.queue.name if self.queue else None}
 
     def health(self, now: datetime | None = None, *, failures: int = 5) -> dict:
+        """Liveness, per-shard checkpoint and lag, pending operations and failures, in O(shards):
+        each shard's pending operations are counted up to HEALTH_PENDING_CAP (then the count is
+        a lower bound, `pending_at_least`), and the oldest is the first after the checkpoint."""
         now = now or self.wal.clock()
-        shards, pending, oldest = [], 0, None
+        shards, pending, oldest, capped = [], 0, None, False
         for shard in range(SHARDS):
             checkpoint = self.wal.checkpoint(shard)
             lag = (now - time_of(checkpoint)).total_seconds() if checkpoint else None
-            shard_pending = 0
-            for e in self.wal.pending(shard, after=checkpoint):
-                shard_pending += 1
-                if oldest is None or e["RowKey"] < oldest:
-                    oldest = e["RowKey"]
-            pending += shard_pending
+            rows = [e["RowKey"] for e in self.wal.pending(shard, after=checkpoint, limit=HEALTH_PENDING_CAP)]
+            if rows and (oldest is None or rows[0] < oldest):
+                oldest = rows[0]
+            capped = capped or len(rows) >= HEALTH_PENDING_CAP
+            pending += len(rows)
             shards.append({"shard": shard_partition(shard), "checkpoint": checkpoint or None,
-                           "lag_seconds": round(lag, 3) if lag is not None else None, "pending": shard_pending})
+                           "lag_seconds": round(lag, 3) if lag is not None else None, "pending": len(rows),
+                           "pending_at_least": len(rows) >= HEALTH_PENDING_CAP})
         failed = self.wal.failures(limit=1000)
         return {
             "status": "ok",
             "pending": pending,
+            "pending_at_least": capped,
             "oldest_pending_age_seconds": round((now - time_of(oldest)).total_seconds(), 3) if oldest else None,
             "failed_operations": len(failed) if len(failed) < 1000 else "1000+",
             "latest_failures": [{"operation": f["RowKey"], "reason": f.get("reason"), "at": f.get("at")}

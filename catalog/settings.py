@@ -26,6 +26,7 @@ APP_SETTINGS = (
     "CATALOG_ROW_KEY",
     "CATALOG_CASE_SENSITIVE",
     "CATALOG_SWEEP_SCHEDULE",
+    "CATALOG_APPLY_CONCURRENCY",
 )
 # The seed library's names, still honoured by the library API.
 SEED_SETTINGS = (
@@ -38,6 +39,8 @@ SEED_SETTINGS = (
 
 DEFAULT_TABLE = "catalog"
 DEFAULT_SWEEP_SCHEDULE = "0 */1 * * * *"
+DEFAULT_APPLY_CONCURRENCY = 8
+MAX_APPLY_CONCURRENCY = 64
 
 _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _QUEUE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
@@ -161,6 +164,15 @@ def parse_bool(setting: str, value: str | None, default: bool) -> bool:
     raise SettingsError(setting, f"expected true or false, got {value!r}")
 
 
+def parse_int(setting: str, value: str | None, default: int, low: int, high: int) -> int:
+    if value is None or value.strip() == "":
+        return default
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise SettingsError(setting, f"expected a whole number from {low} to {high}, got {value!r}")
+    return int(text)
+
+
 def check_table_name(setting: str, name: str) -> str:
     if not _TABLE_RE.match(name) or name.lower() == "tables":
         raise SettingsError(setting, f"{name!r} is not a valid table name (letters and digits, "
@@ -197,6 +209,7 @@ class Settings:
     wal_table: str = DEFAULT_TABLE + "wal"
     queue: str = DEFAULT_TABLE + "-wal"
     sweep_schedule: str = DEFAULT_SWEEP_SCHEDULE
+    apply_concurrency: int = DEFAULT_APPLY_CONCURRENCY  # index partitions one apply unit writes at once
 
     @property
     def poison_queue(self) -> str:
@@ -220,7 +233,9 @@ class Settings:
                               env.get("CATALOG_CASE_SENSITIVE"))
         schedule = check_schedule("CATALOG_SWEEP_SCHEDULE",
                                   (env.get("CATALOG_SWEEP_SCHEDULE") or DEFAULT_SWEEP_SCHEDULE).strip())
-        return cls(storage, schema, table, wal, queue, schedule)
+        concurrency = parse_int("CATALOG_APPLY_CONCURRENCY", env.get("CATALOG_APPLY_CONCURRENCY"),
+                                DEFAULT_APPLY_CONCURRENCY, 1, MAX_APPLY_CONCURRENCY)
+        return cls(storage, schema, table, wal, queue, schedule, concurrency)
 
     @classmethod
     def for_library(cls, env: Mapping[str, str], *, connection_string: str | None = None,

@@ -25,6 +25,12 @@ class Entity(dict):
         self.timestamp = timestamp
 
 
+# Azure's entity-group transaction: one partition, at most 100 entities and 4 MiB per request. Binary
+# properties travel base64-encoded, so 2 MiB of payload keeps a batch well under the 4 MiB.
+MAX_BATCH = 100
+MAX_BATCH_BYTES = 2 * 1024 * 1024
+
+
 class TableStore(Protocol):
     def create_table(self, table: str) -> None:
         """Create the table if it does not exist."""
@@ -47,13 +53,20 @@ class TableStore(Protocol):
         """Delete (only if `etag` matches, when given; ConflictError if not). A missing entity is no error."""
 
     def query(self, table: str, pk: str, *, rk_gt: str | None = None, rk_ge: str | None = None,
-              rk_lt: str | None = None, equals: Mapping[str, Any] | None = None,
-              page_size: int | None = None) -> Iterator[Entity]:
-        """Entities of one partition in RowKey order, with optional RowKey bounds and property equalities."""
+              rk_lt: str | None = None, rk_le: str | None = None, equals: Mapping[str, Any] | None = None,
+              page_size: int | None = None, select: Sequence[str] | None = None) -> Iterator[Entity]:
+        """Entities of one partition in RowKey order, with optional RowKey bounds and property equalities.
+        `select`: only these properties (PartitionKey and RowKey always; the ETag as ever)."""
 
     def insert_batch(self, table: str, entities: Sequence[Mapping[str, Any]], *,
                      timeout: int | None = None) -> None:
         """Insert entities of one partition atomically (an entity-group transaction, <= 100)."""
+
+    def write_batch(self, table: str, creates: Sequence[Mapping[str, Any]],
+                    replaces: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+        """One entity-group transaction in one partition (<= 100 in all): create `creates`, replace each
+        of `replaces` only if its stored ETag still matches. All or nothing: ConflictError if any
+        entity exists already, changed, or is gone."""
 
     def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
                    page_size: int | None = None) -> Iterator[Entity]:

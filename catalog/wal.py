@@ -38,7 +38,7 @@ from .errors import (
     WalLayoutError,
 )
 from .settings import Schema
-from .store import Entity, TableStore
+from .store import MAX_BATCH, MAX_BATCH_BYTES, Entity, TableStore
 
 SHARDS = 16
 SERVER_TIMEOUT = 10  # seconds, sent with every WAL write
@@ -48,8 +48,6 @@ META = "meta"
 FAILED = "failed"
 SCHEMA_ROW = "schema"
 SCHEMA_VERSION = 1
-MAX_BATCH = 100
-MAX_BATCH_BYTES = 2 * 1024 * 1024  # payload bytes per transaction: base64 keeps it under 4 MiB
 
 PUT, DELETE, HEADER = "put", "del", "op"
 PENDING, APPLIED, FAILED_STATUS = "pending", "applied", "failed"
@@ -294,9 +292,16 @@ class Wal:
             return None
         return WalEntry(shard, stamp, op_id, e["kind"], e)
 
-    def pending(self, shard: int, *, after: str = "") -> Iterator[Entity]:
-        """Status entities of a shard's operations still pending, after a stamp, in order."""
-        return self.store.query(self.table, shard_partition(shard), rk_gt=after, equals={"status": PENDING})
+    def pending(self, shard: int, *, after: str = "", limit: int | None = None) -> list[Entity]:
+        """Status entities (RowKey and status only) of a shard's operations still pending after a
+        stamp, in order, at most `limit` of them (one page: the cost does not grow with a backlog)."""
+        found: list[Entity] = []
+        for e in self.store.query(self.table, shard_partition(shard), rk_gt=after, equals={"status": PENDING},
+                                  page_size=min(limit, 1000) if limit else None, select=("status",)):
+            found.append(e)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
 
     @staticmethod
     def entry(shard: int, e: Mapping[str, Any]) -> WalEntry:

@@ -59,6 +59,9 @@ param catalogQueue string = '${toLower(catalogTable)}-wal'
 @description('CATALOG_SWEEP_SCHEDULE: NCRONTAB (6 fields) of the timer that applies WAL entries the queue path missed.')
 param catalogSweepSchedule string = '0 */1 * * * *'
 
+@description('CATALOG_APPLY_CONCURRENCY: index partitions one apply unit writes at once (1-64); a sweep or recover applies 4 WAL shards at a time.')
+param catalogApplyConcurrency string = '8'
+
 @allowed([
   512
   2048
@@ -175,6 +178,7 @@ module functionApp 'app/function.bicep' = {
     catalogRowKey: catalogRowKey
     catalogCaseSensitive: catalogCaseSensitive
     catalogSweepSchedule: catalogSweepSchedule
+    catalogApplyConcurrency: catalogApplyConcurrency
   }
 }
 

@@ -86,8 +86,8 @@ class MemoryTableStore:
             keys.pop(bisect_left(keys, rk))
 
     def query(self, table: str, pk: str, *, rk_gt: str | None = None, rk_ge: str | None = None,
-              rk_lt: str | None = None, equals: Mapping[str, Any] | None = None,
-              page_size: int | None = None) -> Iterator[Entity]:
+              rk_lt: str | None = None, rk_le: str | None = None, equals: Mapping[str, Any] | None = None,
+              page_size: int | None = None, select: Sequence[str] | None = None) -> Iterator[Entity]:
         with self._lock:
             keys, rows = self._partition(table, pk)
             snapshot = [(rk, rows[rk]) for rk in list(keys)]
@@ -96,10 +96,12 @@ class MemoryTableStore:
                 continue
             if rk_ge is not None and not rk >= rk_ge:
                 continue
-            if rk_lt is not None and not rk < rk_lt:
+            if rk_lt is not None and not rk < rk_lt or rk_le is not None and not rk <= rk_le:
                 break
             if equals and any(props.get(k) != v for k, v in equals.items()):
                 continue
+            if select:
+                props = {k: v for k, v in props.items() if k in ("PartitionKey", "RowKey", *select)}
             yield Entity(props, etag, written)
 
     def insert_batch(self, table: str, entities: Sequence[Mapping[str, Any]], *,
@@ -118,6 +120,24 @@ class MemoryTableStore:
                 self._put(table, e)
 
     # helpers for tests
+    def write_batch(self, table: str, creates: Sequence[Mapping[str, Any]],
+                    replaces: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+        entities = [*creates, *(e for e, _ in replaces)]
+        if not entities:
+            return
+        if len(entities) > 100 or len({e["PartitionKey"] for e in entities}) != 1:
+            raise StorageError("a batch holds 1-100 entities of one partition")
+        if len({e["RowKey"] for e in entities}) != len(entities):
+            raise StorageError("an entity can appear only once in a batch")
+        with self._lock:
+            rows = self._partition(table, entities[0]["PartitionKey"])[1]
+            if any(e["RowKey"] in rows for e in creates):
+                raise ConflictError("an entity of the batch already exists")
+            if any(e["RowKey"] not in rows or rows[e["RowKey"]][1] != etag for e, etag in replaces):
+                raise ConflictError("an entity of the batch changed or is gone")
+            for e in entities:
+                self._put(table, e)
+
     def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
                    page_size: int | None = None) -> Iterator[Entity]:
         """Every entity of the table (optionally a PartitionKey range), in key order (a snapshot)."""

@@ -119,6 +119,7 @@ def openapi(schema: Schema) -> dict:
                                   "queue": nullable_string}},
         "Health": {"type": "object", "required": ["status", "pending", "shards"],
                    "properties": {"status": string, "pending": {"type": "integer"},
+                                  "pending_at_least": {"type": "boolean"},
                                   "oldest_pending_age_seconds": {"type": "number", "nullable": True},
                                   "failed_operations": {}, "latest_failures": {"type": "array"},
                                   "status_marks_unwritten": {"type": "integer"},

@@ -70,7 +70,9 @@ def format_status(v: dict) -> str:
     queues = [f"{q['name']}: {_n(q['depth'])} messages" for q in (v.get("queue"), v.get("poison_queue")) if q]
     lines.append("queues      " + ("   ".join(queues) if queues else "none"))
     oldest = v.get("oldest_pending_age_seconds")
-    lines.append(f"pending     {_n(v['pending'])} operations" + (f" (oldest {_seconds(oldest)} old)" if oldest else ""))
+    at_least = "at least " if v.get("pending_at_least") else ""
+    lines.append(f"pending     {at_least}{_n(v['pending'])} operations"
+                 + (f" (oldest {_seconds(oldest)} old)" if oldest else ""))
     lines.append(f"failed      {_n(v['failed_operations'])} operations")
     for f in v.get("latest_failures", []):
         lines.append(f"  {f['operation']}  {f.get('at') or ''}  {f.get('reason') or ''}")
@@ -81,7 +83,7 @@ def format_status(v: dict) -> str:
     lines.append(f"{'shard':6} {'checkpoint':44} {'lag':>10} {'pending':>8}")
     for shard in v["shards"]:
         lines.append(f"{shard['shard']:6} {shard['checkpoint'] or '-':44} {_seconds(shard['lag_seconds']):>10} "
-                     f"{_n(shard['pending']):>8}")
+                     f"{('>=' if shard.get('pending_at_least') else '') + _n(shard['pending']):>8}")
     return "\n".join(lines)
 
 

@@ -50,6 +50,7 @@ param catalogIndexKeys string
 param catalogRowKey string
 param catalogCaseSensitive bool
 param catalogSweepSchedule string
+param catalogApplyConcurrency string
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
@@ -154,6 +155,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'CATALOG_SWEEP_SCHEDULE'
           value: catalogSweepSchedule
+        }
+        {
+          name: 'CATALOG_APPLY_CONCURRENCY'
+          value: catalogApplyConcurrency
         }
       ]
     }

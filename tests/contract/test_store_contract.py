@@ -148,3 +148,28 @@ def test_merge_batch_into_a_missing_table_is_reported_as_such(store):
 
     with pytest.raises(TableNotFoundError):
         store.merge_batch(unique("missing"), [{"PartitionKey": "p", "RowKey": r, "v": 1} for r in "ab"])
+
+
+def test_write_batch_creates_and_replaces_by_etag_all_or_nothing(store, table):
+    old = store.insert(table, {"PartitionKey": "p", "RowKey": "a", "v": 0})
+    store.write_batch(table, [{"PartitionKey": "p", "RowKey": "b", "v": 1}],
+                      [({"PartitionKey": "p", "RowKey": "a", "v": 1}, old)])
+    assert [(e["RowKey"], e["v"]) for e in store.query(table, "p")] == [("a", 1), ("b", 1)]
+    stale = old  # a's ETag moved with the replace: the whole batch is refused
+    for creates, replaces in (([{"PartitionKey": "p", "RowKey": "c", "v": 2}],
+                               [({"PartitionKey": "p", "RowKey": "a", "v": 2}, stale)]),
+                              ([{"PartitionKey": "p", "RowKey": "c", "v": 2},
+                                {"PartitionKey": "p", "RowKey": "b"}], []),
+                              ([], [({"PartitionKey": "p", "RowKey": "gone", "v": 2}, stale)])):
+        with pytest.raises(ConflictError):
+            store.write_batch(table, creates, replaces)
+    assert [(e["RowKey"], e["v"]) for e in store.query(table, "p")] == [("a", 1), ("b", 1)]
+    store.write_batch(table, [], [])  # nothing to do is no error
+
+
+def test_query_rk_le_and_select(store, table):
+    for rk in "abcd":
+        store.insert(table, {"PartitionKey": "p", "RowKey": rk, "s": rk.upper(), "big": b"x" * 10})
+    got = list(store.query(table, "p", rk_ge="b", rk_le="c", select=("s",)))
+    assert [(e["RowKey"], e["s"]) for e in got] == [("b", "B"), ("c", "C")]
+    assert all("big" not in e and e.etag for e in got)

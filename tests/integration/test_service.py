@@ -341,3 +341,39 @@ def test_sweep_marks_applied_operations_whose_marks_were_lost_with_one_read_each
     assert result.operations == 1 and result.entries == 1
     assert [raw_status(svc, op) for op in ops] == ["applied"] * 4
     assert svc.health(clock.now)["pending"] == 0
+
+
+class ReadCounter:
+    """Counts the entities a store's queries hand back: what a health check costs."""
+
+    def __init__(self, inner):
+        self.inner, self.read = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def query(self, *args, **kwargs):
+        for e in self.inner.query(*args, **kwargs):
+            self.read += 1
+            yield e
+
+
+def test_health_reads_a_bounded_number_of_entities_whatever_the_backlog(store):
+    from catalog.service import HEALTH_PENDING_CAP
+
+    counter = ReadCounter(store)
+    svc = make_service(counter, queue=MemoryQueue("q"))
+    svc.shard = 3
+    idle = svc.health()
+    assert idle["pending"] == 0 and idle["pending_at_least"] is False
+    backlog = HEALTH_PENDING_CAP + 50
+    svc.submit([rec(i) for i in range(backlog)])  # one bulk operation: one pending header...
+    for i in range(backlog):
+        svc.submit([rec(1000 + i)])  # ...and one-record operations, each pending, all in shard 3
+    counter.read = 0
+    view = svc.health()
+    assert view["pending"] == HEALTH_PENDING_CAP and view["pending_at_least"] is True
+    shard = next(s for s in view["shards"] if s["shard"] == shard_partition(3))
+    assert shard["pending"] == HEALTH_PENDING_CAP and shard["pending_at_least"] is True
+    assert view["oldest_pending_age_seconds"] is not None
+    assert counter.read <= HEALTH_PENDING_CAP + SHARDS  # checkpoints and one page, never the backlog

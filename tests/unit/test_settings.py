@@ -62,3 +62,19 @@ def test_settings_are_hashable_values():
 def test_storage_repr_never_shows_a_key():
     s = Settings.from_env({**BASE, "AzureWebJobsStorage": "AccountName=a;AccountKey=c2VjcmV0"})
     assert "c2VjcmV0" not in repr(s)
+
+
+@pytest.mark.parametrize("value, expected", [(None, 8), ("", 8), ("1", 1), (" 64 ", 64)])
+def test_apply_concurrency_setting(value, expected):
+    env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "CATALOG_INDEX_KEYS": "a", "CATALOG_ROW_KEY": "r"}
+    if value is not None:
+        env["CATALOG_APPLY_CONCURRENCY"] = value
+    assert Settings.from_env(env).apply_concurrency == expected
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-1", "eight", "1_0", "\u0668"])
+def test_a_bad_apply_concurrency_is_named(value):
+    env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "CATALOG_INDEX_KEYS": "a", "CATALOG_ROW_KEY": "r",
+           "CATALOG_APPLY_CONCURRENCY": value}
+    with pytest.raises(SettingsError, match="CATALOG_APPLY_CONCURRENCY"):
+        Settings.from_env(env)
