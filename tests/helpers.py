@@ -51,7 +51,7 @@ class Crash(Exception):
 class FaultyStore:
     """Wraps a store; raises `exc` on chosen write calls to one table (counted from 1)."""
 
-    WRITES = ("insert", "replace", "merge", "delete", "insert_batch")
+    WRITES = ("insert", "replace", "merge", "delete", "insert_batch", "write_batch")
 
     def __init__(self, inner, table: str, fail_on: set[int] | None = None, exc: Exception | None = None):
         self.inner = inner

@@ -1,5 +1,6 @@
 """Convergence: whatever the delivery order, duplicates or crashes mid-fan-out, a sweep leaves exactly
 the index obtained by applying each identity's operations in stamp order. Runs on memory and Azurite."""
+import json
 from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -24,8 +25,11 @@ operations = st.lists(st.tuples(st.sampled_from([PUT, PUT, DELETE]), st.integers
 @st.composite
 def scenarios(draw):
     ops = draw(operations)
-    # Each delivery: which operation, and after how many index writes the applier crashes (None: no crash).
-    deliveries = draw(st.lists(st.tuples(st.integers(0, len(ops) - 1), st.none() | st.integers(1, 4)),
+    # Each delivery: which operations one message names (several make one batched unit, so
+    # entities of one partition share a transaction), and after how many index writes the
+    # applier crashes (None: no crash). Any order, any repetition.
+    deliveries = draw(st.lists(st.tuples(st.lists(st.integers(0, len(ops) - 1), min_size=1, max_size=3),
+                                         st.none() | st.integers(1, 4)),
                                max_size=3 * len(ops)))
     return ops, deliveries
 
@@ -65,8 +69,9 @@ def check_convergence(store, ops, deliveries):
     inner = svc.index.store
     for which, crash_after in deliveries:
         svc.index.store = FaultyStore(inner, svc.index.table, {crash_after} if crash_after else set())
+        named = [{"op": op_ids[i]} for i in which]
         try:
-            svc.apply_message(f'{{"op": "{op_ids[which]}"}}')
+            svc.apply_message(json.dumps(named[0] if len(named) == 1 else {"ops": named}))
         except Crash:
             pass  # the instance died mid-fan-out; the message would come back or the sweep picks it up
     svc.index.store = inner
@@ -87,3 +92,63 @@ def test_converges_in_memory(scenario):
 @given(scenarios())
 def test_converges_on_azurite(azure_table_store, scenario):
     check_convergence(azure_table_store, *scenario)
+
+
+MANY = [{"sku": f"s{i}", "category": "shared", "name": f"n{i % 7}"} for i in range(24)]
+bulk_operations = st.lists(st.lists(st.tuples(st.sampled_from([PUT, PUT, DELETE]), st.integers(0, len(MANY) - 1)),
+                                    min_size=1, max_size=12), min_size=1, max_size=5)
+
+
+@st.composite
+def bulk_scenarios(draw):
+    ops = draw(bulk_operations)
+    deliveries = draw(st.lists(st.tuples(st.lists(st.integers(0, len(ops) - 1), min_size=1, max_size=3),
+                                         st.none() | st.integers(1, 3)), max_size=8))
+    return ops, deliveries
+
+
+def check_bulk_convergence(store, ops, deliveries):
+    """Bulk operations over records sharing one partition: their entities share transactions, crashes
+    land between and inside those, deliveries repeat and reorder; the sweep still converges."""
+    clock = StepClock()
+    svc = make_service(store, clock=clock)
+    op_ids, last, version = [], {}, 0
+    for entries in ops:
+        pending = []
+        for kind, ident in entries:
+            version += 1
+            body = dict(MANY[ident], version=version) if kind == PUT else MANY[ident]
+            pending.append(PendingEntry(kind, codec.dumps(body)))
+            last[ident] = body if kind == PUT else None
+        op_id, _ = svc.wal.new_operation_id()
+        entities = svc.wal.entry_entities(op_id, pending)
+        svc.wal.append([*entities, svc.wal.header_entity(op_id, len(pending), PUT)])
+        op_ids.append(op_id)
+    inner = svc.index.store
+    for which, crash_after in deliveries:
+        svc.index.store = FaultyStore(inner, svc.index.table, {crash_after} if crash_after else set())
+        named = [{"op": op_ids[i]} for i in which]
+        try:
+            svc.apply_message(json.dumps(named[0] if len(named) == 1 else {"ops": named}))
+        except Crash:
+            pass
+    svc.index.store = inner
+    svc.sweep(clock.now + timedelta(seconds=1))
+    expected = {}
+    for record in filter(None, last.values()):
+        for pk, rk in record_keys(SCHEMA, record).entities():
+            expected[(pk, rk)] = record
+    partitions = {pk for ident in MANY for pk in record_keys(SCHEMA, ident).partition_keys}
+    assert visible_index(store, svc.index, partitions) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(bulk_scenarios())
+def test_bulk_operations_converge_in_memory(scenario):
+    check_bulk_convergence(MemoryTableStore(), *scenario)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bulk_scenarios())
+def test_bulk_operations_converge_on_azurite(azure_table_store, scenario):
+    check_bulk_convergence(azure_table_store, *scenario)
