@@ -146,21 +146,28 @@ class Materializer:
         changed = self.index.write_many(writes, concurrency=self.concurrency) if writes else 0
         result = ApplyResult(operations=len(ops), changed=changed)
         raising: dict[str, str] = {}
+        applied: dict[tuple[str, str], dict] = {}  # one mark per status row, written together
         for op in ops:
             failed = failures.get(op.op_id, [])
             result.entries += len(op.entries) - len(failed)
             result.failed += len(failed)
             try:
-                self._finish(op, failed, final=final)
+                mark = self._finish(op, failed, final=final)
             except EntryError as e:
                 raising[op.op_id] = str(e)
+            else:
+                if mark is not None:
+                    applied[(mark["PartitionKey"], mark["RowKey"])] = mark
             log.info("operation %s: applied %d entries", op.op_id, len(op.entries) - len(failed))
+        if applied:
+            self.wal.write_marks(list(applied.values()))  # a transaction per shard
         if raising:
             raise UnitFailed(set(raising), result, "; ".join(raising.values()))
         return result
 
-    def _finish(self, op: Unit, failures: list[tuple[str, str]], *, final: bool) -> None:
-        """An applied operation's status: applied, or its failures (recorded when final)."""
+    def _finish(self, op: Unit, failures: list[tuple[str, str]], *, final: bool) -> dict | None:
+        """An applied operation's status: its failures (recorded now when final, else EntryError),
+        or the `applied` mark to write (None when it needs none)."""
         header = op.header
         if failures:
             reason = "; ".join(why for _, why in failures[:5])  # each names its entry
@@ -176,8 +183,10 @@ class Materializer:
                 if header is not None:
                     self.wal.mark(op.op_id, PENDING, row=header["RowKey"], last_error=reason)
                 raise EntryError(f"operation {op.op_id}: {reason}")
-        elif op.mark and header is not None and header.get("status") != APPLIED:
-            self.wal.mark(op.op_id, APPLIED, row=header["RowKey"], finished=self.clock().isoformat())
+            return None
+        if op.mark and header is not None and header.get("status") != APPLIED:
+            return self.wal.mark_entity(op.op_id, header["RowKey"], APPLIED, finished=self.clock().isoformat())
+        return None
 
     # -- sweep -------------------------------------------------------------------------------
     def settled_cutoff(self, now: datetime | None = None) -> str:
