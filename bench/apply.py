@@ -118,13 +118,18 @@ class Plain:
     one request per entity elsewhere, `threads` requests in flight."""
 
     def __init__(self, cs: str, threads: int):
-        self.service = TableServiceClient.from_connection_string(cs)
+        self.cs = cs
         self.threads = threads
 
     def write(self, table: str, entities: list[dict], *, replace: bool) -> float:
-        client = self.service.get_table_client(table)
+        # A new client per run: Azurite closes idle keep-alive connections, and the SDK does not
+        # retry a create (POST) on a connection that turns out closed.
+        service = TableServiceClient.from_connection_string(self.cs)
+        client = service.get_table_client(table)
         if not replace:
-            self.service.create_table(table)
+            service.create_table(table)
+        else:
+            next(iter(client.list_entities(results_per_page=1)), None)  # opens a connection
         by_pk: dict[str, list[dict]] = {}
         for e in entities:
             by_pk.setdefault(e["PartitionKey"], []).append(e)

@@ -93,9 +93,9 @@ class Materializer:
     # -- one entry ---------------------------------------------------------------------------
     def apply_entry(self, entry: WalEntry) -> int:
         """Apply one WAL entry. EntryError if it cannot ever be applied; storage errors propagate."""
-        return self.index.write(*self._write_of(entry))
+        return self.index.write(*self.write_of(entry))
 
-    def _write_of(self, entry: WalEntry) -> tuple[RecordKeys, str, bytes | None]:
+    def write_of(self, entry: WalEntry) -> tuple[RecordKeys, str, bytes | None]:
         """What an entry writes to the index: its keys, its stamp, the record (None for a delete)."""
         payload = entry.record()
         try:
@@ -140,7 +140,7 @@ class Materializer:
         for op in ops:
             for entry in op.entries:
                 try:
-                    writes.append(self._write_of(entry))
+                    writes.append(self.write_of(entry))
                 except (EntryError, ValidationError) as e:
                     failures.setdefault(op.op_id, []).append((entry.stamp, str(e)))
         changed = self.index.write_many(writes, concurrency=self.concurrency) if writes else 0

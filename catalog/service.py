@@ -47,7 +47,7 @@ MAX_BULK_RECORDS = 1000
 MAX_DELETE_MATCHES = 10_000
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-HEALTH_PENDING_CAP = 100  # pending operations /health counts per shard before it says "at least"
+HEALTH_PENDING_CAP = 25  # pending operations /health counts per shard before it says "at least"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Settings: parsed once from the environment into frozen values, with errors naming the setting
-(docs/architecture.md §10 lists them)."""
+(docs/architecture.md §11 lists them)."""
 from __future__ import annotations
 
 import json
@@ -217,7 +217,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """The Functions app's settings (docs/architecture.md §10). Raises SettingsError naming the bad setting."""
+        """The Functions app's settings (docs/architecture.md §11). Raises SettingsError naming the bad setting."""
         storage = parse_storage(env, CATALOG_STORAGE) or parse_storage(env, STORAGE_SETTING)
         if storage is None:
             raise SettingsError(STORAGE_SETTING, f"not set: set {STORAGE_SETTING} (a connection string, "

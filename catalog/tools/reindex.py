@@ -46,6 +46,7 @@ from ..wal import PUT, SETTLE_WINDOW, WalEntry, parse_time, ts
 from .progress import NO_PROGRESS, Progress
 
 META_VERSION = 1
+BATCH_ENTRIES = 1000  # WAL entries written as one batched unit
 
 
 class ReindexError(CatalogError):
@@ -99,6 +100,7 @@ class _Reindex:
         self.on_entry = on_entry
         self.show = show
         self.etag: str | None = None
+        self._batch: list = []  # entries waiting for _flush
 
     # -- the target table and its record of what it is --------------------------------------
     def _meta(self) -> IndexMeta:
@@ -157,7 +159,8 @@ class _Reindex:
         self.schema = meta.schema
         self.rules = IdentityRules(meta.schema, meta.source, bound)
         self.index = self.service.index.sibling(self.target, meta.schema)
-        self.materializer = Materializer(self.wal, self.index, meta.schema)
+        self.materializer = Materializer(self.wal, self.index, meta.schema,
+                                         concurrency=self.service.materializer.concurrency)
         report = self.report = ReindexReport(self.target, meta.schema, meta.source, bound, after or None)
         if not same_identity(meta.source, meta.schema):
             report.notes.append("the new schema identifies records by other fields than the source's: each "
@@ -182,9 +185,12 @@ class _Reindex:
                     if self.on_entry is not None:
                         self.on_entry(report.entries)
                     if unsaved >= self.save_every or time.monotonic() - last_save > self.save_seconds:
+                        self._flush()  # progress is saved only over what is written
                         self._save(done, bound)
                         unsaved, last_save = 0, time.monotonic()
+                self._flush()
             except KeyboardInterrupt:
+                self._flush()
                 self._save(done, bound)  # a clean stop keeps everything done so far
                 raise
             finally:
@@ -208,13 +214,22 @@ class _Reindex:
         if len(self.report.unindexable_samples) < self.show:
             self.report.unindexable_samples.append({"wal_stamp": stamp, "reason": reason})
 
+    def _flush(self) -> None:
+        """Write the buffered entries as one batched unit (Index.write_many)."""
+        if self._batch:
+            self.report.changed += self.index.write_many(self._batch, concurrency=self.materializer.concurrency)
+            self._batch = []
+
     def _apply(self, entry: WalEntry) -> None:
         try:
             payload = entry.record()
             group = self.rules.grouping(entry.stamp)
-            if group is None:
-                self.report.changed += self.materializer.apply_entry(entry)
+            if group is None:  # the common case: buffered, written in batches of BATCH_ENTRIES
+                self._batch.append(self.materializer.write_of(entry))
+                if len(self._batch) >= BATCH_ENTRIES:
+                    self._flush()
                 return
+            self._flush()  # an entry that replaces another identity sees everything before it written
             source_identity = record_keys(group, payload).row_key
             keys, problem = None, None
             if entry.kind == PUT:

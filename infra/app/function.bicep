@@ -126,7 +126,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identityClientId};Authorization=AAD'
         }
-        // The catalog (docs/architecture.md §10). Set even where the code has a default: the host resolves
+        // The catalog (docs/architecture.md §11). Set even where the code has a default: the host resolves
         // %CATALOG_QUEUE% and %CATALOG_SWEEP_SCHEDULE% only from settings that exist.
         {
           name: 'CATALOG_TABLE'

@@ -47,6 +47,6 @@ def toy_host(storage_connection, tmp_path):
 
 @pytest.fixture
 def env(storage_connection):
-    """App settings (docs/architecture.md §10) for a fresh catalog on the session's Azurite: what the CLI reads."""
+    """App settings (docs/architecture.md §11) for a fresh catalog on the session's Azurite: what the CLI reads."""
     return {"AzureWebJobsStorage": storage_connection, "CATALOG_TABLE": unique("t"),
             "CATALOG_INDEX_KEYS": "sku,category", "CATALOG_ROW_KEY": "name"}

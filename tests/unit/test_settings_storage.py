@@ -1,4 +1,4 @@
-"""Where the catalog's storage comes from: connection string or identity-based settings (docs/architecture.md §10)."""
+"""Where the catalog's storage comes from: connection string or identity-based settings (docs/architecture.md §11)."""
 import pytest
 
 from catalog.errors import SettingsError
