@@ -22,9 +22,10 @@ Rows (each a ratio measured in this run):
 The plain program (the physical limit of this design): the very same entities (keys, properties,
 sizes), written the best way the SDK allows: the shared partition as entity-group transactions of
 100 (`submit_transaction`, creates or replaces), every other entity as one `create_entity` /
-`update_entity`, from as many threads as the catalog may have requests in flight (4 shards x
-CATALOG_APPLY_CONCURRENCY). It runs right before and right after the catalog's run it is compared
-with (fresh tables for creates), and the two are averaged, so drift in the machine hits both.
+`update_entity`, from as many threads as the catalog may have index writes in flight
+(CATALOG_APPLY_CONCURRENCY, shared by every unit it applies). It runs right before and right
+after the catalog's run it is compared with (fresh tables for creates), and the two are
+averaged, so drift in the machine hits both.
 
 Storage requests per 1,000 records of each path are counted in this process on the service code
 (the SDK transport wrapped), on a separate small catalog.
@@ -56,7 +57,6 @@ from azure.storage.queue import QueueClient  # noqa: E402
 from catalog import codec  # noqa: E402
 from catalog.bootstrap import build_service  # noqa: E402
 from catalog.keys import record_keys  # noqa: E402
-from catalog.materializer import SHARD_CONCURRENCY  # noqa: E402
 from catalog.settings import DEFAULT_APPLY_CONCURRENCY, Schema, Settings  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 
@@ -177,7 +177,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=8, help="single-record ingest clients for (c) (default 8)")
     args = p.parse_args()
     n = args.records
-    threads = SHARD_CONCURRENCY * DEFAULT_APPLY_CONCURRENCY
+    threads = DEFAULT_APPLY_CONCURRENCY
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
         tmpdir = Path(tmp)
         azurite = Azurite(tmpdir / "azurite", log=tmpdir / "azurite.log")

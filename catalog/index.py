@@ -14,7 +14,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from .store import MAX_BATCH, MAX_BATCH_BYTES, Entity, TableStore
 STAMP, TOMBSTONE = "s", "x"
 META_PARTITION = "meta"  # no index partition is called that: every index PartitionKey holds a space
 MAX_RACE_RETRIES = 10
+MIN_TRANSACTION = 4  # entities of one partition worth a range read and a transaction
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,12 @@ class Index:
         return self.write_many([(keys, stamp, data)])
 
     def write_many(self, items: Sequence[tuple[RecordKeys, str, bytes | None]], *,
-                   concurrency: int = 1) -> int:
+                   pool: Executor | None = None) -> int:
         """Write records (data) and tombstones (None) of one apply unit at every index key, batched:
         the entities of each partition go out as entity-group transactions of up to MAX_BATCH (the
         current stamps of a batch read first with one range query, so an update costs no failed
-        insert), partitions up to `concurrency` at a time. Returns the entities changed.
+        insert), on `pool` when given (its size bounds the writes in flight of every unit that
+        shares it), else one after the other. Returns the entities changed.
 
         Same rules as one by one: an entity is replaced only through its ETag and only by a newer
         stamp, so any order, any repetition and a crash anywhere converge. Two phases keep what
@@ -108,22 +110,23 @@ class Index:
             phases[1 if last_pk[rk] == pk else 0].setdefault(pk, []).append(entity)
         changed = 0
         for phase in phases:
-            changed += self._write_partitions(phase, concurrency)
+            changed += self._write_partitions(phase, pool)
         return changed
 
-    def _write_partitions(self, partitions: dict[str, list[dict]], concurrency: int) -> int:
+    def _write_partitions(self, partitions: dict[str, list[dict]], pool: Executor | None) -> int:
         work = [batch for entities in partitions.values() for batch in _batches(entities)]
         # Multi-entity batches first: what they find tells the single entities whether to read first.
         work.sort(key=len, reverse=True)
-        if concurrency <= 1 or len(work) <= 1:
+        if pool is None or len(work) <= 1:
             return sum(self._write_batch(batch) for batch in work)
-        with ThreadPoolExecutor(min(concurrency, len(work)), thread_name_prefix="catalog-apply") as pool:
-            return sum(pool.map(self._write_batch, work))
+        return sum(pool.map(self._write_batch, work))
 
     def _write_batch(self, batch: list[dict]) -> int:
         """One partition's batch: one transaction where the current stamps allow, else one by one."""
-        if len(batch) == 1:
-            return self._write_one(batch[0], try_insert_first=self._insert_first(batch[0]))
+        if len(batch) < MIN_TRANSACTION and not (len(batch) > 1 and self._existing >= 0.5):
+            # A transaction costs a range read too: for two or three new entities, inserting each
+            # is as few requests and cheaper ones (for updates it is not: they read anyway).
+            return sum(self._write_one(e, try_insert_first=self._insert_first(e)) for e in batch)
         pk = batch[0]["PartitionKey"]
         current = {e["RowKey"]: e for e in self.store.query(self.table, pk, rk_ge=batch[0]["RowKey"],
                                                              rk_le=batch[-1]["RowKey"], select=(STAMP,))}

@@ -15,6 +15,7 @@ Plain objects: the queue and timer triggers only call `apply_operation` and `swe
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,9 +89,28 @@ class Materializer:
         self.clock = clock or wal.clock
         self.settle_window = settle_window
         self.tombstone_retention = tombstone_retention
-        self.concurrency = max(1, concurrency)  # index partitions written at once by one apply unit
+        self.concurrency = max(1, concurrency)  # index writes in flight, shared by every apply unit
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     # -- one entry ---------------------------------------------------------------------------
+    def writers(self) -> ThreadPoolExecutor | None:
+        """The threads index writes go out on: `concurrency` of them for every unit this materializer
+        applies (queue messages, sweep shards), so writes in flight never exceed the setting (nor
+        the storage client's connection pool). Made on first use; ended with close()."""
+        if self.concurrency <= 1:
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="catalog-apply")
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
     def apply_entry(self, entry: WalEntry) -> int:
         """Apply one WAL entry. EntryError if it cannot ever be applied; storage errors propagate."""
         return self.index.write(*self.write_of(entry))
@@ -143,7 +163,7 @@ class Materializer:
                     writes.append(self.write_of(entry))
                 except (EntryError, ValidationError) as e:
                     failures.setdefault(op.op_id, []).append((entry.stamp, str(e)))
-        changed = self.index.write_many(writes, concurrency=self.concurrency) if writes else 0
+        changed = self.index.write_many(writes, pool=self.writers()) if writes else 0
         result = ApplyResult(operations=len(ops), changed=changed)
         raising: dict[str, str] = {}
         applied: dict[tuple[str, str], dict] = {}  # one mark per status row, written together
@@ -218,8 +238,8 @@ class Materializer:
         return self._each_shard(one)
 
     def _each_shard(self, work: Callable[[int], ApplyResult]) -> ApplyResult:
-        """`work` for every shard, SHARD_CONCURRENCY shards at a time (each writes up to
-        `concurrency` index partitions at once), results added up."""
+        """`work` for every shard, SHARD_CONCURRENCY shards at a time (their index writes share the
+        `concurrency` writer threads), results added up."""
         total = ApplyResult()
         with ThreadPoolExecutor(min(SHARD_CONCURRENCY, SHARDS), thread_name_prefix="catalog-sweep") as pool:
             for result in pool.map(work, range(SHARDS)):

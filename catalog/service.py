@@ -78,6 +78,7 @@ class CatalogService:
         # Buffered marks are written when this service is collected or the interpreter exits,
         # whichever comes first (the finalizer holds the buffer, not the service).
         weakref.finalize(self, self.marks.close)
+        weakref.finalize(self, materializer.close)
 
     def flush(self) -> None:
         """Write the status marks still buffered (the library calls this on close and at exit)."""

@@ -39,8 +39,8 @@ SEED_SETTINGS = (
 
 DEFAULT_TABLE = "catalog"
 DEFAULT_SWEEP_SCHEDULE = "0 */1 * * * *"
-DEFAULT_APPLY_CONCURRENCY = 8
-MAX_APPLY_CONCURRENCY = 64
+DEFAULT_APPLY_CONCURRENCY = 32  # the storage client's connection pool holds 32
+MAX_APPLY_CONCURRENCY = 256
 
 _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _QUEUE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
@@ -209,7 +209,7 @@ class Settings:
     wal_table: str = DEFAULT_TABLE + "wal"
     queue: str = DEFAULT_TABLE + "-wal"
     sweep_schedule: str = DEFAULT_SWEEP_SCHEDULE
-    apply_concurrency: int = DEFAULT_APPLY_CONCURRENCY  # index partitions one apply unit writes at once
+    apply_concurrency: int = DEFAULT_APPLY_CONCURRENCY  # index writes in flight per instance, all units
 
     @property
     def poison_queue(self) -> str:

@@ -59,8 +59,8 @@ param catalogQueue string = '${toLower(catalogTable)}-wal'
 @description('CATALOG_SWEEP_SCHEDULE: NCRONTAB (6 fields) of the timer that applies WAL entries the queue path missed.')
 param catalogSweepSchedule string = '0 */1 * * * *'
 
-@description('CATALOG_APPLY_CONCURRENCY: index partitions one apply unit writes at once (1-64); a sweep or recover applies 4 WAL shards at a time.')
-param catalogApplyConcurrency string = '8'
+@description('CATALOG_APPLY_CONCURRENCY: index writes the apply path has in flight per instance, shared by every queue message and sweep shard (1-256).')
+param catalogApplyConcurrency string = '32'
 
 @allowed([
   512

@@ -159,8 +159,7 @@ class _Reindex:
         self.schema = meta.schema
         self.rules = IdentityRules(meta.schema, meta.source, bound)
         self.index = self.service.index.sibling(self.target, meta.schema)
-        self.materializer = Materializer(self.wal, self.index, meta.schema,
-                                         concurrency=self.service.materializer.concurrency)
+        self.materializer = Materializer(self.wal, self.index, meta.schema, concurrency=1)
         report = self.report = ReindexReport(self.target, meta.schema, meta.source, bound, after or None)
         if not same_identity(meta.source, meta.schema):
             report.notes.append("the new schema identifies records by other fields than the source's: each "
@@ -217,7 +216,7 @@ class _Reindex:
     def _flush(self) -> None:
         """Write the buffered entries as one batched unit (Index.write_many)."""
         if self._batch:
-            self.report.changed += self.index.write_many(self._batch, concurrency=self.materializer.concurrency)
+            self.report.changed += self.index.write_many(self._batch, pool=self.service.materializer.writers())
             self._batch = []
 
     def _apply(self, entry: WalEntry) -> None:

@@ -64,7 +64,7 @@ def test_storage_repr_never_shows_a_key():
     assert "c2VjcmV0" not in repr(s)
 
 
-@pytest.mark.parametrize("value, expected", [(None, 8), ("", 8), ("1", 1), (" 64 ", 64)])
+@pytest.mark.parametrize("value, expected", [(None, 32), ("", 32), ("1", 1), (" 256 ", 256)])
 def test_apply_concurrency_setting(value, expected):
     env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "CATALOG_INDEX_KEYS": "a", "CATALOG_ROW_KEY": "r"}
     if value is not None:
@@ -72,7 +72,7 @@ def test_apply_concurrency_setting(value, expected):
     assert Settings.from_env(env).apply_concurrency == expected
 
 
-@pytest.mark.parametrize("value", ["0", "65", "-1", "eight", "1_0", "\u0668"])
+@pytest.mark.parametrize("value", ["0", "257", "-1", "eight", "1_0", "\u0668"])
 def test_a_bad_apply_concurrency_is_named(value):
     env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "CATALOG_INDEX_KEYS": "a", "CATALOG_ROW_KEY": "r",
            "CATALOG_APPLY_CONCURRENCY": value}
