@@ -170,3 +170,14 @@ def test_the_checks_bite():
     source = "def f():\n    from .tools import cli\n"
     tree_edges = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
     assert tree_edges == {"tools"}  # imports inside functions are seen by ast.walk
+
+
+def test_serve_without_the_dev_host_packages_says_what_to_install(monkeypatch, capsys):
+    import sys
+
+    from catalog.__main__ import main
+
+    monkeypatch.setitem(sys.modules, "devhost.serve", None)  # as if uvicorn or azure.functions were missing
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'az-table-catalog-functions[serve]'" in err and len(err.strip().splitlines()) == 1
