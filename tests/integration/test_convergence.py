@@ -46,6 +46,21 @@ def log_operations(svc, ops):
     return op_ids
 
 
+def deliver_then_sweep(svc, clock, op_ids, deliveries):
+    """Each delivery is one message naming some operations (several: one batched unit), applied by
+    an instance that crashes after the given number of index writes; then a sweep."""
+    inner = svc.index.store
+    for which, crash_after in deliveries:
+        svc.index.store = FaultyStore(inner, svc.index.table, {crash_after} if crash_after else set())
+        named = [{"op": op_ids[i]} for i in which]
+        try:
+            svc.apply_message(json.dumps(named[0] if len(named) == 1 else {"ops": named}))
+        except Crash:
+            pass  # the instance died mid-fan-out; the message would come back or the sweep picks it up
+    svc.index.store = inner
+    svc.sweep(clock.now + timedelta(seconds=1))
+
+
 def expected_index(ops):
     last = {}
     for version, (kind, ident) in enumerate(ops):
@@ -66,16 +81,7 @@ def check_convergence(store, ops, deliveries):
     clock = StepClock()
     svc = make_service(store, clock=clock)
     op_ids = log_operations(svc, ops)
-    inner = svc.index.store
-    for which, crash_after in deliveries:
-        svc.index.store = FaultyStore(inner, svc.index.table, {crash_after} if crash_after else set())
-        named = [{"op": op_ids[i]} for i in which]
-        try:
-            svc.apply_message(json.dumps(named[0] if len(named) == 1 else {"ops": named}))
-        except Crash:
-            pass  # the instance died mid-fan-out; the message would come back or the sweep picks it up
-    svc.index.store = inner
-    svc.sweep(clock.now + timedelta(seconds=1))
+    deliver_then_sweep(svc, clock, op_ids, deliveries)
     assert visible_index(store, svc.index, all_partitions()) == expected_index(ops)
     for record in expected_index(ops).values():
         assert record in svc.query({"sku": record["sku"], "category": record["category"]}).items
@@ -124,16 +130,7 @@ def check_bulk_convergence(store, ops, deliveries):
         entities = svc.wal.entry_entities(op_id, pending)
         svc.wal.append([*entities, svc.wal.header_entity(op_id, len(pending), PUT)])
         op_ids.append(op_id)
-    inner = svc.index.store
-    for which, crash_after in deliveries:
-        svc.index.store = FaultyStore(inner, svc.index.table, {crash_after} if crash_after else set())
-        named = [{"op": op_ids[i]} for i in which]
-        try:
-            svc.apply_message(json.dumps(named[0] if len(named) == 1 else {"ops": named}))
-        except Crash:
-            pass
-    svc.index.store = inner
-    svc.sweep(clock.now + timedelta(seconds=1))
+    deliver_then_sweep(svc, clock, op_ids, deliveries)
     expected = {}
     for record in filter(None, last.values()):
         for pk, rk in record_keys(SCHEMA, record).entities():
