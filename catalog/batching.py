@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from .errors import CatalogError, TransientStorageError
-from .wal import MAX_BATCH, Wal
+from .store import MAX_BATCH
+from .wal import Wal
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import EntryError, RecordTooLargeError, ValidationError
+from .keys import LONE_SURROGATE as _SURROGATE
 from .keys import utf16_len
 
 MAX_ENTITY_BYTES = 1024 * 1024
@@ -64,20 +65,20 @@ def strict_decoder() -> json.JSONDecoder:
 def parse_json(text: str | bytes, *, max_depth: int = MAX_BODY_DEPTH, what: str = "body") -> Any:
     """Strict JSON (RFC 8259 as an interoperable parser reads it): UTF-8 only, no duplicate keys,
     no NaN/Infinity, at most `max_depth` levels of nesting. Lone surrogates parse (`"\\ud800"` is
-    valid JSON text); `check_record` refuses them in records."""
+    valid JSON text); `dumps` refuses them in records."""
     if isinstance(text, str):
-        data = text.encode("utf-8", "surrogatepass")
+        source, data = text, text.encode("utf-8", "surrogatepass")
     else:
         data = bytes(text)
         try:
-            data.decode("utf-8")
+            source = data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ValidationError(f"{what} is not valid UTF-8 (byte {e.start})") from None
     depth = nesting_depth(data)
     if depth > max_depth:
         raise ValidationError(f"{what} nests {depth} levels deep; at most {max_depth} are allowed")
     try:
-        return strict_decoder().decode(data.decode("utf-8", "surrogatepass"))
+        return strict_decoder().decode(source)
     except ValidationError as e:
         raise ValidationError(f"{what}: {e.detail}", field=e.field) from None
     except RecursionError:  # unreachable below max_depth; kept so no input can become a 500
@@ -129,9 +130,6 @@ def _find_problem(value: Any) -> tuple[str, str] | None:
         else:
             return path, f"is a {type(v).__name__}, which JSON cannot hold"
     return None
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def escape_surrogates(text: str) -> str:

@@ -34,7 +34,7 @@ from .keys import (
     value_text,
 )
 from .settings import Schema
-from .store import MAX_BATCH, MAX_BATCH_BYTES, Entity, TableStore
+from .store import Entity, TableStore, transactions
 
 STAMP, TOMBSTONE = "s", "x"
 META_PARTITION = "meta"  # no index partition is called that: every index PartitionKey holds a space
@@ -114,7 +114,8 @@ class Index:
         return changed
 
     def _write_partitions(self, partitions: dict[str, list[dict]], pool: Executor | None) -> int:
-        work = [batch for entities in partitions.values() for batch in _batches(entities)]
+        work = [batch for entities in partitions.values()
+                for batch in transactions(sorted(entities, key=lambda e: e["RowKey"]))]
         # Multi-entity batches first: what they find tells the single entities whether to read first.
         work.sort(key=len, reverse=True)
         if pool is None or len(work) <= 1:
@@ -299,22 +300,6 @@ _TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_TOKEN_CHARS}}}")
 
 def _partition_tag(pk: str) -> str:
     return hashlib.sha256(pk.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def _batches(entities: list[dict]) -> Iterator[list[dict]]:
-    """A partition's entities in RowKey order, cut into entity-group transactions Azure accepts:
-    at most MAX_BATCH entities and MAX_BATCH_BYTES of payload (4 MiB per request, base64 inside)."""
-    batch: list[dict] = []
-    size = 0
-    for entity in sorted(entities, key=lambda e: e["RowKey"]):
-        weight = sum(len(v) for v in entity.values() if isinstance(v, (bytes, bytearray)))
-        if batch and (len(batch) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(entity)
-        size += weight
-    if batch:
-        yield batch
 
 
 def encode_continuation(pk: str, rk: str) -> str:

@@ -129,7 +129,7 @@ def row_key(normalized_row_text: str, fp: str) -> str:
     return encode_part(normalized_row_text) + SEP + fp
 
 
-_SURROGATE = re.compile("[\\ud800-\\udfff]")
+LONE_SURROGATE = re.compile("[\\ud800-\\udfff]")
 
 
 def check_read_value(text: str, field: str, *, room: int = MAX_KEY_UTF16) -> None:
@@ -137,7 +137,7 @@ def check_read_value(text: str, field: str, *, room: int = MAX_KEY_UTF16) -> Non
     reaches storage: a value no record can hold is a 400, never a refused request URL."""
     if not isinstance(text, str):
         raise ValidationError(f"{field!r} must be text", field=field)
-    if _SURROGATE.search(text):
+    if LONE_SURROGATE.search(text):
         raise ValidationError(f"the value of {field!r} holds a lone surrogate, which no record can hold", field=field)
     encoded = utf16_len(encode_part(text))
     if encoded > room:

@@ -27,12 +27,11 @@ from .errors import CatalogError, EntryError, TransientStorageError, ValidationE
 from .index import Index
 from .keys import RecordKeys, record_keys
 from .settings import DEFAULT_APPLY_CONCURRENCY, Schema
-from .store import Entity
+from .store import MAX_BATCH, Entity
 from .wal import (
     APPLIED,
     DELETE,
     FAILED_STATUS,
-    MAX_BATCH,
     PENDING,
     PUT,
     SETTLE_WINDOW,
@@ -139,14 +138,10 @@ class Materializer:
         header, entries = self.wal.read_operation(op_id)
         if header is None and not entries:
             log.warning("operation %s: nothing in the WAL to apply", op_id)
-        return self._apply_group(op_id, header, entries, final=final)
+        return self.apply_unit([Unit(op_id, header, entries)], final=final)
 
     def apply_entries(self, op_id: str, entries: list[WalEntry], header: Mapping[str, Any] | None = None,
                       *, final: bool = False, mark: bool = True) -> ApplyResult:
-        return self._apply_group(op_id, header, entries, final=final, mark=mark)
-
-    def _apply_group(self, op_id: str, header: Mapping[str, Any] | None, entries: list[WalEntry], *,
-                     final: bool, mark: bool = True) -> ApplyResult:
         return self.apply_unit([Unit(op_id, header, entries, mark)], final=final)
 
     def apply_unit(self, ops: Sequence[Unit], *, final: bool) -> ApplyResult:
@@ -255,13 +250,14 @@ class Materializer:
         stopped = False
         marks: list[dict] = []  # applied one-entry operations whose status mark never landed
         window: list[Unit] = []  # operations applied together, up to WINDOW_ENTRIES entries
-        window_last = done
+        window_last, window_entries = done, 0
 
         def flush() -> None:
-            nonlocal done
+            nonlocal done, window_entries
             if window:
                 result.add(self.apply_unit(window, final=True))
                 window.clear()
+                window_entries = 0
             done = window_last
         try:
             for op_id, header, entries, last_rk in _groups(self.wal.scan(shard, after=start, before=before)):
@@ -274,10 +270,11 @@ class Materializer:
                     # An operation without a header is a bulk write cut short: its entries are
                     # valid and applied all the same.
                     window.append(Unit(op_id, header, entries))
+                    window_entries += len(entries)
                 window_last = last_rk
                 if not window:
                     done = last_rk
-                if sum(len(op.entries) for op in window) >= WINDOW_ENTRIES:
+                if window_entries >= WINDOW_ENTRIES:
                     flush()
                 if len(marks) >= MAX_BATCH:
                     self._write_marks(marks)

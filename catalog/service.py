@@ -209,19 +209,20 @@ class CatalogService:
     def _append_group(self, pending: list[PendingEntry]) -> list[Accepted]:
         """Several one-record writes of concurrent requests: one WAL shard, one transaction (each
         entity is still its own operation, with its own status), one queue message."""
-        ops: list[tuple[str, int, dict]] = []  # (op id, its WAL shard: the same for all, its entity)
-        shard = self.shard
+        ops: list[tuple[str, dict]] = []  # (op id, its entity)
+        shard = self.shard  # None: the first id picks one, and the others share it
         for entry in pending:
             op_id, shard = self.wal.new_operation_id(shard)
-            ops.append((op_id, shard, self.wal.single_entity(op_id, entry)))
-        took = self._write_wal([entity for _, _, entity in ops], ", ".join(op for op, _, _ in ops))
+            ops.append((op_id, self.wal.single_entity(op_id, entry)))
+        ids = ", ".join(op for op, _ in ops)
+        took = self._write_wal([entity for _, entity in ops], ids)
         if took > WRITE_DEADLINE.total_seconds():
             log.error("operations %s: WAL append took %.1fs, over the %ss deadline the sweep relies on",
-                      ", ".join(op for op, _, _ in ops), took, WRITE_DEADLINE.total_seconds())
-        for op_id, _, _ in ops:
+                      ids, took, WRITE_DEADLINE.total_seconds())
+        for op_id, _ in ops:
             log.info("operation %s: logged 1 put entry in %.3fs (group of %d)", op_id, took, len(ops))
-        self._enqueue([(op_id, [self.wal.entry(op_shard, e)]) for op_id, op_shard, e in ops])
-        return [Accepted(op_id, PENDING, 1) for op_id, _, _ in ops]
+        self._enqueue([(op_id, [self.wal.entry(parse_operation_id(op_id), e)]) for op_id, e in ops])
+        return [Accepted(op_id, PENDING, 1) for op_id, _ in ops]
 
     def _enqueue(self, ops: list[tuple[str, list[WalEntry]]]) -> None:
         if self.queue is None:

@@ -6,9 +6,9 @@ Azurite) and `adapters.memory.MemoryTableStore` (fast property tests). One contr
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 
 class Entity(dict):
@@ -29,6 +29,25 @@ class Entity(dict):
 # properties travel base64-encoded, so 2 MiB of payload keeps a batch well under the 4 MiB.
 MAX_BATCH = 100
 MAX_BATCH_BYTES = 2 * 1024 * 1024
+
+
+E = TypeVar("E", bound=Mapping[str, Any])
+
+
+def transactions(entities: Iterable[E]) -> Iterator[list[E]]:
+    """Entities of one partition, in the order given, cut into entity-group transactions Azure
+    accepts: at most MAX_BATCH entities and MAX_BATCH_BYTES of binary payload each."""
+    batch: list[E] = []
+    size = 0
+    for entity in entities:
+        weight = sum(len(v) for v in entity.values() if isinstance(v, (bytes, bytearray)))
+        if batch and (len(batch) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entity)
+        size += weight
+    if batch:
+        yield batch
 
 
 class TableStore(Protocol):

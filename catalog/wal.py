@@ -38,7 +38,7 @@ from .errors import (
     WalLayoutError,
 )
 from .settings import Schema
-from .store import MAX_BATCH, MAX_BATCH_BYTES, Entity, TableStore
+from .store import Entity, TableStore, transactions
 
 SHARDS = 16
 SERVER_TIMEOUT = 10  # seconds, sent with every WAL write
@@ -220,20 +220,11 @@ class Wal:
         written last, so a header placed at the end is present only if every entry before it is.
         Returns the seconds the append took."""
         started = time.monotonic()
-        batch: list[dict] = []
-        size = 0
-        for e in entities:
-            weight = sum(len(v) for k, v in e.items() if isinstance(v, (bytes, bytearray)))
-            if batch and (len(batch) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
-                self._write(batch)
-                batch, size = [], 0
-            batch.append(e)
-            size += weight
-        if batch:
+        for batch in transactions(entities):
             self._write(batch)
         return time.monotonic() - started
 
-    def _write(self, batch: list[dict]) -> None:
+    def _write(self, batch: Sequence[Mapping[str, Any]]) -> None:
         if len(batch) == 1:
             self.store.insert(self.table, batch[0], timeout=SERVER_TIMEOUT)
         else:

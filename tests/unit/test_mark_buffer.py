@@ -1,7 +1,8 @@
 """The status-mark buffer: batches per shard, written by a background writer, full batches at once."""
 from catalog.adapters.memory import MemoryTableStore
 from catalog.batching import MarkBuffer
-from catalog.wal import APPLIED, MAX_BATCH, PENDING, Wal, shard_partition
+from catalog.store import MAX_BATCH
+from catalog.wal import APPLIED, PENDING, Wal, shard_partition
 from tests.helpers import unique, wait_until
 
 
