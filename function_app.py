@@ -12,7 +12,6 @@ import azure.functions as func
 
 from catalog import api, codec
 from catalog.bootstrap import service_for
-from catalog.errors import NotFoundError, ValidationError
 from catalog.service import CatalogService
 from catalog.settings import Settings
 
@@ -75,11 +74,21 @@ def get_records(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(e)
 
 
+@app.route(route="records/count", methods=["GET"])
+def count_records(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        svc = service()
+        q = api.parse_query(req.params, svc.schema, kind="count")
+        return json_response(200, {"count": svc.count(q.pop("filters"), **q)})
+    except Exception as e:
+        return error_response(e)
+
+
 @app.route(route="records", methods=["DELETE"])
 def delete_records(req: func.HttpRequest) -> func.HttpResponse:
     try:
         svc = service()
-        q = api.parse_query(req.params, svc.schema, paging=False)
+        q = api.parse_query(req.params, svc.schema, kind="delete")
         return accepted(svc.delete(q.pop("filters"), **q), "matched")
     except Exception as e:
         return error_response(e)
@@ -89,9 +98,10 @@ def delete_records(req: func.HttpRequest) -> func.HttpResponse:
 def get_operation(req: func.HttpRequest) -> func.HttpResponse:
     op_id = req.route_params.get("id", "")
     try:
-        return json_response(200, service().operation(op_id))
-    except ValidationError:  # not even the shape of an operation id
-        return error_response(NotFoundError(f"no operation {op_id!r}"))
+        wait = api.parse_wait(req.params)
+        svc = service()
+        svc.check_operation_id(op_id)
+        return json_response(200, svc.wait_for_operation(op_id, wait))
     except Exception as e:
         return error_response(e)
 

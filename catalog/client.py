@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .bootstrap import build_service, table_store
@@ -59,10 +59,20 @@ class TableCatalogClient:
     def configure(self, index_keys: str | list[str], row_key: str) -> None:
         raise SchemaLockedError("Schema is already configured and locked.")
 
-    def query(self, filter: Mapping[str, Any], *, row_from: str | None = None,
-              row_to: str | None = None) -> list[dict]:
-        """Every record matching all the equality filters (and the inclusive row key range)."""
-        return self.service.query_all(filter, row_from=row_from, row_to=row_to)
+    def query(self, filter: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+              row_prefix: str | None = None, fields: Iterable[str] | str | None = None) -> list[dict]:
+        """Every record matching all the equality filters, in row key order.
+
+        Filters may name any top-level field, at least one of them an index key; the query reads
+        the smallest of the filtered index partitions. `row_from`/`row_to` (inclusive) or
+        `row_prefix` bound the row key; `fields` keeps only those top-level fields of each record."""
+        return self.service.query_all(filter, row_from=row_from, row_to=row_to, row_prefix=row_prefix,
+                                      fields=_field_names(fields))
+
+    def count(self, filter: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+              row_prefix: str | None = None) -> int:
+        """How many records `query` would return with the same arguments (exact)."""
+        return self.service.count(filter, row_from=row_from, row_to=row_to, row_prefix=row_prefix)
 
     def insert(self, record: dict) -> dict:
         """Insert or replace one record; it is in the index when this returns."""
@@ -84,6 +94,12 @@ class TableCatalogClient:
     def recover(self, start_time: str | None = None) -> ApplyResult:
         """Replay the WAL from the checkpoints, or from `start_time` (ISO 8601)."""
         return self.service.recover(start_time)
+
+
+def _field_names(fields: Iterable[str] | str | None) -> list[str] | None:
+    if fields is None:
+        return None
+    return fields.split(",") if isinstance(fields, str) else list(fields)
 
 
 _client: TableCatalogClient | None = None

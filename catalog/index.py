@@ -7,45 +7,22 @@ times, with crashes between the fan-out writes, converges to "each identity's la
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .errors import ConflictError, StorageError, TransientStorageError, ValidationError
-from .keys import (
-    MAX_KEY_UTF16,
-    SEP,
-    RecordKeys,
-    check_read_value,
-    encode_part,
-    is_valid_table_key,
-    normalize,
-    partition_key,
-    row_range,
-    utf16_len,
-    value_text,
-)
+from .errors import ConflictError, StorageError, TransientStorageError
+from .keys import SEP, RecordKeys, encode_part
+from .query import TOMBSTONE, Page, Reader, ReadPlan, plan_read
 from .settings import Schema
 from .store import Entity, TableStore, transactions
 
-STAMP, TOMBSTONE = "s", "x"
+STAMP = "s"  # TOMBSTONE ("x") is defined with the read path, which filters on it
 META_PARTITION = "meta"  # no index partition is called that: every index PartitionKey holds a space
 MAX_RACE_RETRIES = 10
 MIN_TRANSACTION = 4  # entities of one partition worth a range read and a transaction
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[dict]
-    continuation: str | None
 
 
 class Index:
@@ -55,6 +32,17 @@ class Index:
         self.schema = schema
         self._existing = 0.0  # moving share of written entities that existed already
         self._lock = threading.Lock()
+        self.reader = Reader(store, table)
+
+    @property
+    def store(self) -> TableStore:
+        return self._store
+
+    @store.setter
+    def store(self, store: TableStore) -> None:
+        self._store = store  # the reader reads through the same store (tests wrap it to count)
+        if hasattr(self, "reader"):
+            self.reader.store = store
 
     def create(self) -> None:
         self.store.create_table(self.table)
@@ -210,46 +198,28 @@ class Index:
         except ConflictError:
             return False  # rewritten since we read it: not ours to collect
 
-    # -- read ------------------------------------------------------------------------------
-    def resolve_filters(self, filters: Mapping[str, Any]) -> list[tuple[str, str]]:
-        if not filters:
-            raise ValidationError("at least one index key filter is required "
-                                  f"(index keys: {', '.join(self.schema.index_keys)})")
-        resolved = []
-        for field, value in filters.items():
-            if field not in self.schema.index_keys:
-                raise ValidationError(f"{field!r} is not an index key (index keys: "
-                                      f"{', '.join(self.schema.index_keys)})", field=field)
-            text = normalize(value_text(value, field), self.schema.case_sensitive)
-            check_read_value(text, field, room=MAX_KEY_UTF16 - utf16_len(encode_part(field)) - len(SEP))
-            resolved.append((field, text))
-        return resolved
+    # -- read (planned in query.py) -----------------------------------------------------------
+    def plan(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+             row_prefix: str | None = None) -> ReadPlan:
+        return plan_read(self.schema, filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix)
 
     def query(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
-              limit: int | None = None, continuation: str | None = None) -> Page:
-        """AND of equality filters, served from one partition (the first filter's)."""
-        resolved = self.resolve_filters(filters)
-        if limit is not None and limit < 1:
-            raise ValidationError("limit must be a positive integer")
-        low, high = row_range(row_from, row_to, self.schema.case_sensitive)
-        field, text = resolved[0]
-        pk = partition_key(field, text)
-        after = decode_continuation(continuation, pk) if continuation else None
-        page_size = min(1000, limit + 1) if limit else 1000
-        items: list[dict] = []
-        last_rk: str | None = None
-        for e in self.store.query(self.table, pk, rk_ge=low, rk_gt=after, rk_lt=high,
-                                  equals={TOMBSTONE: False}, page_size=page_size):
-            record = codec.decode_payload(e)
-            if not self._matches(record, resolved[1:]):
-                continue
-            if limit is not None and len(items) == limit:
-                # limit >= 1, so at least one item (and its RowKey) came before this one
-                assert last_rk is not None, "a full page without a last RowKey"
-                return Page(items, encode_continuation(pk, last_rk))
-            items.append(record)
-            last_rk = e["RowKey"]
-        return Page(items, None)
+              row_prefix: str | None = None, fields: Sequence[str] | None = None, limit: int | None = None,
+              continuation: str | None = None) -> Page:
+        """AND of equality filters, served from the smallest of the filtered index partitions."""
+        plan = self.plan(filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix)
+        return self.reader.page(plan, limit=limit, continuation=continuation, fields=fields)
+
+    def count(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+              row_prefix: str | None = None) -> int:
+        return self.reader.count(self.plan(filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix))
+
+    def iter_all(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+                 row_prefix: str | None = None) -> Iterator[dict]:
+        return self.reader.records(self.plan(filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix))
+
+    def close(self) -> None:
+        self.reader.close()
 
     def live(self, pk: str, *, rk_ge: str | None = None, rk_lt: str | None = None) -> list[Entity]:
         """The entities of one index partition that are not tombstones (a RowKey range optional)."""
@@ -273,63 +243,3 @@ class Index:
 
     def is_empty(self) -> bool:
         return next(iter(self.store.scan_table(self.table, page_size=1)), None) is None
-
-    def iter_all(self, filters: Mapping[str, Any], **kw) -> Iterator[dict]:
-        page = self.query(filters, **kw)
-        yield from page.items
-        while page.continuation:
-            page = self.query(filters, continuation=page.continuation, **kw)
-            yield from page.items
-
-    def _matches(self, record: Mapping[str, Any], others: list[tuple[str, str]]) -> bool:
-        for field, text in others:
-            if field not in record:
-                return False
-            try:
-                if normalize(value_text(record[field], field), self.schema.case_sensitive) != text:
-                    return False
-            except ValidationError:
-                return False
-        return True
-
-
-TOKEN_VERSION = 1
-MAX_TOKEN_CHARS = 2800  # a RowKey of 512 UTF-16 units is at most 1,536 bytes of UTF-8, base64 adds a third
-_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_TOKEN_CHARS}}}")
-
-
-def _partition_tag(pk: str) -> str:
-    return hashlib.sha256(pk.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def encode_continuation(pk: str, rk: str) -> str:
-    """An opaque token: where the next page starts (a RowKey) and a tag of the partition it
-    belongs to. Not secret (it names a position the caller could query anyway), but checked."""
-    raw = json.dumps({"v": TOKEN_VERSION, "p": _partition_tag(pk), "r": rk}, ensure_ascii=False)
-    return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii").rstrip("=")
-
-
-def decode_continuation(token: str, pk: str) -> str:
-    """The RowKey a token resumes after; ValidationError (400) for anything this query did not issue."""
-    def invalid(why: str) -> ValidationError:
-        return ValidationError(f"invalid continuation token: {why}; pass the continuation of the previous "
-                               "page of the same query unchanged", field="continuation")
-
-    if not _TOKEN.fullmatch(token):
-        raise invalid(f"expected up to {MAX_TOKEN_CHARS} URL-safe base64 characters")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        raise invalid("not base64") from None
-    try:
-        data = codec.parse_json(raw, max_depth=1, what="token")
-    except ValidationError:
-        raise invalid("not one of ours") from None
-    if not isinstance(data, dict) or set(data) != {"v", "p", "r"} or data["v"] != TOKEN_VERSION:
-        raise invalid("not one of ours")
-    rk = data["r"]
-    if not isinstance(rk, str) or not is_valid_table_key(rk) or SEP not in rk:
-        raise invalid("not one of ours")
-    if data["p"] != _partition_tag(pk):
-        raise invalid("it belongs to another query")
-    return rk

@@ -157,6 +157,24 @@ def row_range(row_from: str | None, row_to: str | None, case_sensitive: bool) ->
     return low, high
 
 
+def prefix_range(prefix: str, case_sensitive: bool) -> tuple[str, str]:
+    """(RowKey >= low, RowKey < high) bounds for the row key values that start with `prefix`.
+
+    The encoding is a concatenation of prefix-free codes, so a value starts with the prefix exactly
+    when its encoded key starts with the encoded prefix. The upper bound is that encoded prefix with
+    its last character raised by one (past the surrogates, which no key holds); a character the
+    bound skips over (`/` after `.`) is one no encoded key contains."""
+    if not isinstance(prefix, str) or not prefix:
+        raise ValidationError("row_prefix must be at least one character", field="row_prefix")
+    text = normalize(prefix, case_sensitive)
+    check_read_value(text, "row_prefix", room=MAX_KEY_UTF16 - len(SEP) - FINGERPRINT_HEX)
+    low = encode_part(text)
+    following = ord(low[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000
+    return low, low[:-1] + chr(following)
+
+
 @dataclass(frozen=True)
 class RecordKeys:
     """Where one record identity lives in the index table: one (PartitionKey, RowKey) per index key."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,14 +15,16 @@ from .errors import (
     CatalogError,
     EntryError,
     IndexNotBuiltError,
+    NotFoundError,
     RecordTooLargeError,
     SchemaMismatchError,
     ValidationError,
 )
-from .index import STAMP, TOMBSTONE, Index, Page
+from .index import STAMP, TOMBSTONE, Index
 from .index_meta import READY, read_index_meta
 from .keys import record_keys
 from .materializer import ApplyResult, Materializer, Unit, UnitFailed
+from .query import Page, project
 from .settings import Schema
 from .store import MessageQueue
 from .wal import (
@@ -79,6 +82,7 @@ class CatalogService:
         # whichever comes first (the finalizer holds the buffer, not the service).
         weakref.finalize(self, self.marks.close)
         weakref.finalize(self, materializer.close)
+        weakref.finalize(self, index.close)
 
     def flush(self) -> None:
         """Write the status marks still buffered (the library calls this on close and at exit)."""
@@ -157,10 +161,10 @@ class CatalogService:
         return self._append_operation(pending, action=PUT, apply_now=apply_now)
 
     def delete(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
-               apply_now: bool = False) -> Accepted:
+               row_prefix: str | None = None, apply_now: bool = False) -> Accepted:
         """Resolve the filter to identities now; log one delete per identity."""
         pending: list[PendingEntry] = []
-        for record in self.index.iter_all(filters, row_from=row_from, row_to=row_to):
+        for record in self.index.iter_all(filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix):
             if len(pending) == MAX_DELETE_MATCHES:
                 raise ValidationError(f"the filter matches more than {MAX_DELETE_MATCHES} records: narrow it "
                                       "(for example with row_from/row_to) and delete in parts")
@@ -284,15 +288,42 @@ class CatalogService:
 
     # -- read path ----------------------------------------------------------------------------
     def query(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+              row_prefix: str | None = None, fields: Sequence[str] | None = None,
               limit: int | None = DEFAULT_LIMIT, continuation: str | None = None) -> Page:
         if limit is not None and not (1 <= limit <= MAX_LIMIT):
-            raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}")
-        return self.index.query(filters, row_from=row_from, row_to=row_to, limit=limit,
-                                continuation=continuation)
+            raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
+        return self.index.query(filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix, fields=fields,
+                                limit=limit, continuation=continuation)
 
-    def query_all(self, filters: Mapping[str, Any], *, row_from: str | None = None,
-                  row_to: str | None = None) -> list[dict]:
-        return list(self.index.iter_all(filters, row_from=row_from, row_to=row_to))
+    def query_all(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+                  row_prefix: str | None = None, fields: Sequence[str] | None = None) -> list[dict]:
+        records = self.index.iter_all(filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix)
+        return [project(r, fields) for r in records]
+
+    def count(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
+              row_prefix: str | None = None) -> int:
+        return self.index.count(filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix)
+
+    def wait_for_operation(self, op_id: str, wait: float, *, poll: float = 0.05, longest: float = 1.0) -> dict:
+        """`operation(op_id)` once it is no longer pending, or after `wait` seconds as it is then. Polls
+        the WAL (the instance that applies it may be another one), every 50 ms at first, then less
+        often, at most once a second."""
+        deadline = time.monotonic() + wait
+        while True:
+            view = self.operation(op_id)
+            left = deadline - time.monotonic()
+            if view["status"] != PENDING or left <= 0:
+                return view
+            time.sleep(min(poll, left))
+            poll = min(poll * 2, longest)
+
+    @staticmethod
+    def check_operation_id(op_id: str) -> None:
+        """NotFoundError (404) for what is not even the shape of an operation id."""
+        try:
+            parse_operation_id(op_id)
+        except ValidationError:
+            raise NotFoundError(f"no operation {codec.printable(str(op_id))}") from None
 
     def operation(self, op_id: str) -> dict:
         header = self.wal.header(op_id)

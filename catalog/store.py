@@ -77,6 +77,15 @@ class TableStore(Protocol):
         """Entities of one partition in RowKey order, with optional RowKey bounds and property equalities.
         `select`: only these properties (PartitionKey and RowKey always; the ETag as ever)."""
 
+    def query_page(self, table: str, pk: str, *, page_size: int, resume: object | None = None,
+                   rk_gt: str | None = None, rk_ge: str | None = None, rk_lt: str | None = None,
+                   rk_le: str | None = None, equals: Mapping[str, Any] | None = None,
+                   select: Sequence[str] | None = None) -> tuple[list[Entity], object | None]:
+        """One page of `query`: at most `page_size` entities (a page may hold fewer, even none, and
+        still not be the last), and an opaque token to pass as `resume` with the same bounds for
+        the next page, or None when the query has no more. The token is the store's own (Azure's
+        is its continuation, which only the same filter understands), never a RowKey."""
+
     def insert_batch(self, table: str, entities: Sequence[Mapping[str, Any]], *,
                      timeout: int | None = None) -> None:
         """Insert entities of one partition atomically (an entity-group transaction, <= 100)."""

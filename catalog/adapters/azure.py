@@ -357,9 +357,10 @@ class AzureTableStore:
         except AzureError as e:
             raise translate(e, f"delete in {table}") from e
 
-    def query(self, table: str, pk: str, *, rk_gt: str | None = None, rk_ge: str | None = None,
-              rk_lt: str | None = None, rk_le: str | None = None, equals: Mapping[str, Any] | None = None,
-              page_size: int | None = None, select: Sequence[str] | None = None) -> Iterator[Entity]:
+    @staticmethod
+    def _filter(pk: str, rk_gt: str | None, rk_ge: str | None, rk_lt: str | None, rk_le: str | None,
+                equals: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        """A parameterised OData filter: values never become part of the filter's text."""
         clauses, params = ["PartitionKey eq @pk"], {"pk": pk}
         for op, name, value in (("gt", "gt", rk_gt), ("ge", "ge", rk_ge), ("lt", "lt", rk_lt), ("le", "le", rk_le)):
             if value is not None:
@@ -368,12 +369,34 @@ class AzureTableStore:
         for i, (prop, value) in enumerate((equals or {}).items()):
             clauses.append(f"{prop} eq @p{i}")
             params[f"p{i}"] = value
+        return " and ".join(clauses), params
+
+    def query(self, table: str, pk: str, *, rk_gt: str | None = None, rk_ge: str | None = None,
+              rk_lt: str | None = None, rk_le: str | None = None, equals: Mapping[str, Any] | None = None,
+              page_size: int | None = None, select: Sequence[str] | None = None) -> Iterator[Entity]:
+        query_filter, params = self._filter(pk, rk_gt, rk_ge, rk_lt, rk_le, equals)
         try:
             extra = {"select": ["PartitionKey", "RowKey", *select]} if select else {}
-            pages = self._client(table).query_entities(" and ".join(clauses), parameters=params,
+            pages = self._client(table).query_entities(query_filter, parameters=params,
                                                        results_per_page=page_size, **extra)
             for e in pages:
                 yield _entity(e)
+        except AzureError as e:
+            raise translate(e, f"query {table}") from e
+
+    def query_page(self, table: str, pk: str, *, page_size: int, resume: object | None = None,
+                   rk_gt: str | None = None, rk_ge: str | None = None, rk_lt: str | None = None,
+                   rk_le: str | None = None, equals: Mapping[str, Any] | None = None,
+                   select: Sequence[str] | None = None) -> tuple[list[Entity], object | None]:
+        # The SDK's page iterator: one request, and the service's continuation (NextPartitionKey and
+        # NextRowKey, opaque on Azure) for the next page of the same filter, whatever its size.
+        query_filter, params = self._filter(pk, rk_gt, rk_ge, rk_lt, rk_le, equals)
+        try:
+            extra = {"select": ["PartitionKey", "RowKey", *select]} if select else {}
+            pager = self._client(table).query_entities(query_filter, parameters=params, results_per_page=page_size,
+                                                       **extra).by_page(continuation_token=resume)
+            page = [_entity(e) for e in next(pager)]
+            return page, pager.continuation_token
         except AzureError as e:
             raise translate(e, f"query {table}") from e
 

@@ -104,6 +104,21 @@ class MemoryTableStore:
                 props = {k: v for k, v in props.items() if k in ("PartitionKey", "RowKey", *select)}
             yield Entity(props, etag, written)
 
+    def query_page(self, table: str, pk: str, *, page_size: int, resume: object | None = None,
+                   rk_gt: str | None = None, rk_ge: str | None = None, rk_lt: str | None = None,
+                   rk_le: str | None = None, equals: Mapping[str, Any] | None = None,
+                   select: Sequence[str] | None = None) -> tuple[list[Entity], object | None]:
+        # The token is the RowKey the next page starts at; like Azure's, only this query's bounds give it meaning.
+        if resume is not None:
+            if not isinstance(resume, str):
+                raise StorageError("not a continuation of this store")
+            rk_ge = resume if rk_ge is None else max(rk_ge, resume)
+        found = self.query(table, pk, rk_gt=rk_gt, rk_ge=rk_ge, rk_lt=rk_lt, rk_le=rk_le, equals=equals,
+                           select=select)
+        page = list(itertools.islice(found, page_size))
+        following = next(found, None)
+        return page, (following["RowKey"] if following is not None else None)
+
     def insert_batch(self, table: str, entities: Sequence[Mapping[str, Any]], *,
                      timeout: int | None = None) -> None:
         if not entities:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from ..service import DEFAULT_LIMIT, MAX_BULK_RECORDS, MAX_DELETE_MATCHES, MAX_LIMIT
 from ..settings import Schema
-from .parsing import RESERVED_PARAMS
+from .parsing import MAX_WAIT, RESERVED_PARAMS
 from .problems import PROBLEM_JSON
 
 ROUTES = {
     # (route, method): (operationId, summary); function_app.py registers exactly these.
     ("records", "POST"): ("post_records", "Accept one record or many for indexing"),
     ("records", "GET"): ("get_records", "Query records by index keys"),
+    ("records/count", "GET"): ("count_records", "Count the records matching a query"),
     ("records", "DELETE"): ("delete_records", "Delete the records matching a filter"),
     ("operations/{id}", "GET"): ("get_operation", "Status of an accepted operation"),
     ("schema", "GET"): ("get_schema", "The locked schema"),
@@ -31,13 +32,28 @@ def openapi(schema: Schema) -> dict:
                       "description": f"equality filter on index key {k!r}"
                                      + ("" if schema.case_sensitive else " (case-insensitive)")}
                      for k in schema.index_keys if k not in RESERVED_PARAMS]
-    row_params = [{"name": n, "in": "query", "required": False, "schema": string,
+    row_params: list[dict] = [{"name": n, "in": "query", "required": False, "schema": string,
                    "description": f"inclusive {'lower' if n == 'row_from' else 'upper'} bound on {schema.row_key!r}"}
                   for n in ("row_from", "row_to")]
-    paging = [{"name": "limit", "in": "query", "required": False,
+    row_params.append({"name": "row_prefix", "in": "query", "required": False,
+                       "schema": {"type": "string", "minLength": 1},
+                       "description": f"only records whose {schema.row_key!r} starts with this (not with "
+                                      "row_from/row_to)"})
+    paging = [{"name": "fields", "in": "query", "required": False, "schema": {"type": "string", "minLength": 1},
+               "description": "comma-separated top-level fields each item keeps (absent or unknown ones are left "
+                              "out)"},
+              {"name": "limit", "in": "query", "required": False,
                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
               {"name": "continuation", "in": "query", "required": False, "schema": string,
                "description": "the continuation of the previous page"}]
+    wait = {"name": "wait", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT, "default": 0},
+            "description": "seconds to wait for the operation to finish (long-poll)"}
+    filters_note = ("Filters: `<field>=<value>` on any top-level field, ANDed, at least one on an index key "
+                    f"({', '.join(schema.index_keys)}). Values compare as index values do: strings "
+                    + ("exactly" if schema.case_sensitive else "case-insensitively")
+                    + ", numbers and booleans as their JSON text; a field that is missing, an object, a list or "
+                    "null never matches. The query reads only the smallest of the filtered index partitions.")
     record = {"type": "object", "required": [schema.row_key, *schema.index_keys],
               "properties": {k: {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
                              for k in (schema.row_key, *schema.index_keys)},
@@ -64,7 +80,7 @@ def openapi(schema: Schema) -> dict:
                      "responses": {**ok("Accepted", "202", accepted_headers),
                                    **_problem_responses(400, 413, 415, 503)}},
             "get": {"operationId": "get_records", "summary": ROUTES[("records", "GET")][1],
-                    "parameters": filter_params + row_params + paging,
+                    "description": filters_note, "parameters": filter_params + row_params + paging,
                     "responses": {**ok("Page"), **_problem_responses(400, 503)}},
             "delete": {"operationId": "delete_records", "summary": ROUTES[("records", "DELETE")][1],
                        "description": f"Resolves the filter to records when accepted (at most {MAX_DELETE_MATCHES}). "
@@ -74,9 +90,15 @@ def openapi(schema: Schema) -> dict:
                        "responses": {**ok("DeleteAccepted", "202", accepted_headers), **ok("DeleteAccepted"),
                                      **_problem_responses(400, 503)}},
         },
+        "/records/count": {"get": {"operationId": "count_records", "summary": ROUTES[("records/count", "GET")][1],
+                                   "description": filters_note + " Exact; it reads the smallest partition to its "
+                                                                 "end.",
+                                   "parameters": filter_params + row_params,
+                                   "responses": {**ok("Count"), **_problem_responses(400, 503)}}},
         "/operations/{id}": {"get": {"operationId": "get_operation", "summary": ROUTES[("operations/{id}", "GET")][1],
-                                     "parameters": [{"name": "id", "in": "path", "required": True, "schema": string}],
-                                     "responses": {**ok("Operation"), **_problem_responses(404, 503)}}},
+                                     "parameters": [{"name": "id", "in": "path", "required": True, "schema": string},
+                                                    wait],
+                                     "responses": {**ok("Operation"), **_problem_responses(400, 404, 503)}}},
         "/schema": {"get": {"operationId": "get_schema", "summary": ROUTES[("schema", "GET")][1],
                             "responses": ok("Schema")}},
         "/health": {"get": {"operationId": "get_health", "summary": ROUTES[("health", "GET")][1],
@@ -104,6 +126,7 @@ def openapi(schema: Schema) -> dict:
                            "properties": {"operation": nullable_string,
                                           "status": {"type": "string", "enum": ["pending", "applied"]},
                                           "matched": {"type": "integer"}}},
+        "Count": {"type": "object", "required": ["count"], "properties": {"count": {"type": "integer"}}},
         "Page": {"type": "object", "required": ["items", "continuation"],
                  "properties": {"items": {"type": "array", "items": {"type": "object"}},
                                 "continuation": nullable_string}},

@@ -9,12 +9,13 @@ from typing import Any
 
 from .. import codec
 from ..errors import RecordTooLargeError, UnsupportedMediaTypeError, ValidationError
+from ..keys import LONE_SURROGATE
 from ..service import DEFAULT_LIMIT, MAX_LIMIT
 from ..settings import Schema
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # Query parameters that are not filters. `code` carries a function key on Azure.
-RESERVED_PARAMS = ("row_from", "row_to", "limit", "continuation", "code")
+RESERVED_PARAMS = ("row_from", "row_to", "row_prefix", "fields", "limit", "continuation", "code", "wait")
 BULK_KEY = "records"
 
 
@@ -53,20 +54,25 @@ def parse_body(body: bytes) -> Any:
 
 
 _LIMIT = re.compile(r"[0-9]{1,7}")
+_WAIT = re.compile(r"[0-9]{1,2}")
+MAX_WAIT = 60  # seconds a long-poll may hold a request (Functions allows 230 s for an HTTP trigger)
+RANGE_PARAMS = ("row_from", "row_to", "row_prefix")
+PAGING_PARAMS = ("fields", "limit", "continuation")
 
 
-def parse_query(params: Mapping[str, str], schema: Schema, *, paging: bool = True) -> dict:
-    """Split query parameters into filters and options; unknown fields and bad values are 400s.
-    Filter values and row bounds are checked as keys by the index before anything reaches storage."""
+def parse_query(params: Mapping[str, str], schema: Schema, *, kind: str = "query") -> dict:
+    """Split query parameters into filters and options for a `query`, a `count` or a `delete`.
+
+    Every parameter that is not reserved is an equality filter on a top-level field; at least one
+    must be on an index key (the planner checks that, and every value, before storage is read).
+    Options that do not apply to the route (`limit` on a count, `fields` on a delete...) are 400s."""
     filters = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
-    unknown = [k for k in filters if k not in schema.index_keys]
-    if unknown:
-        raise ValidationError(f"unknown filter field(s) {', '.join(map(codec.printable, unknown))}: filter by the "
-                              f"index keys {', '.join(schema.index_keys)}", field=unknown[0])
-    if not filters:
-        raise ValidationError(f"at least one filter is required, on an index key ({', '.join(schema.index_keys)})")
-    options: dict[str, Any] = {"row_from": params.get("row_from"), "row_to": params.get("row_to")}
-    if paging:
+    options: dict[str, Any] = {name: params.get(name) for name in RANGE_PARAMS}
+    allowed = PAGING_PARAMS if kind == "query" else ()
+    extra = [k for k in RESERVED_PARAMS if k in params and k not in (*RANGE_PARAMS, *allowed, "code")]
+    if extra:
+        raise ValidationError(f"{', '.join(extra)} does not apply to a {kind}", field=extra[0])
+    if kind == "query":
         raw = params.get("limit")
         if raw is None:
             options["limit"] = DEFAULT_LIMIT
@@ -76,8 +82,29 @@ def parse_query(params: Mapping[str, str], schema: Schema, *, paging: bool = Tru
                                       f"{codec.printable(raw)}", field="limit")
             options["limit"] = int(raw)
         options["continuation"] = params.get("continuation") or None
-    else:
-        extra = [k for k in ("limit", "continuation") if k in params]
-        if extra:
-            raise ValidationError(f"{', '.join(extra)} does not apply to a delete", field=extra[0])
+        options["fields"] = parse_fields(params.get("fields"))
     return {"filters": filters, **options}
+
+
+def parse_fields(raw: str | None) -> list[str] | None:
+    """`fields=a,b,c`: the top-level fields each item keeps (names as given; unknown ones are fine)."""
+    if raw is None:
+        return None
+    names = raw.split(",")
+    if any(not name for name in names):
+        raise ValidationError("fields is a comma-separated list of field names, none of them empty, got "
+                              f"{codec.printable(raw)}", field="fields")
+    if any(LONE_SURROGATE.search(name) for name in names):
+        raise ValidationError("a name in fields holds a lone surrogate, which no record can hold", field="fields")
+    return names
+
+
+def parse_wait(params: Mapping[str, str]) -> int:
+    """`wait=S`: whole seconds from 0 to 60 in plain digits (default 0)."""
+    raw = params.get("wait")
+    if raw is None:
+        return 0
+    if not _WAIT.fullmatch(raw) or int(raw) > MAX_WAIT:
+        raise ValidationError(f"wait must be a whole number of seconds from 0 to {MAX_WAIT} in plain digits, "
+                              f"got {codec.printable(raw)}", field="wait")
+    return int(raw)

@@ -104,8 +104,13 @@ def test_bad_posts_are_problems_and_write_nothing(functions, app_env, storage_co
 
 BAD_QUERIES = [
     ("no filter", {}, "at least one filter"),
-    ("unknown field", {"colour": "red"}, "unknown filter"),
-    ("row key is not an index key", {"name": "n"}, "unknown filter"),
+    ("only a field that is not an index key", {"colour": "red"}, "at least one filter must be on an index key"),
+    ("row key is not an index key", {"name": "n"}, "at least one filter must be on an index key"),
+    ("row_prefix with a range", {"sku": "a", "row_prefix": "n", "row_from": "a"}, "row_prefix cannot"),
+    ("empty row_prefix", {"sku": "a", "row_prefix": ""}, "row_prefix must be"),
+    ("empty fields", {"sku": "a", "fields": ""}, "fields is a comma-separated"),
+    ("an empty name in fields", {"sku": "a", "fields": "a,,b"}, "fields is a comma-separated"),
+    ("wait on a query", {"sku": "a", "wait": "1"}, "does not apply to a query"),
     ("limit zero", {"sku": "a", "limit": "0"}, "limit"),
     ("limit text", {"sku": "a", "limit": "ten"}, "limit"),
     ("limit too big", {"sku": "a", "limit": "5000"}, "limit"),
