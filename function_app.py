@@ -53,12 +53,18 @@ def accepted(result, count_name: str) -> func.HttpResponse:
     return json_response(202, body, {"Location": api.operation_location(result.operation)})
 
 
+def keyed(req: func.HttpRequest, route: str):
+    """The request's Idempotency-Key and fingerprint, if it carries one."""
+    return api.keyed_request(req.headers.get("idempotency-key"), req.method, route, dict(req.params),
+                             req.get_body())
+
+
 @app.route(route="records", methods=["POST"])
 def post_records(req: func.HttpRequest) -> func.HttpResponse:
     try:
         api.check_json_content_type(req.headers.get("content-type"))
         records, _ = api.records_from_body(api.parse_body(req.get_body()))
-        return accepted(service().submit(records), "records")
+        return accepted(service().submit(records, idempotency=keyed(req, "records")), "records")
     except Exception as e:
         return error_response(e)
 
@@ -89,7 +95,7 @@ def delete_records(req: func.HttpRequest) -> func.HttpResponse:
     try:
         svc = service()
         q = api.parse_query(req.params, svc.schema, kind="delete")
-        return accepted(svc.delete(q.pop("filters"), **q), "matched")
+        return accepted(svc.delete(q.pop("filters"), **q, idempotency=keyed(req, "records")), "matched")
     except Exception as e:
         return error_response(e)
 
@@ -155,6 +161,6 @@ def fail_poison_message(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%CATALOG_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def sweep_wal(timer: func.TimerRequest) -> None:
     result = service().sweep()
-    log.info("sweep: %d operations, %d entries applied, %d failed, %d tombstones collected, shards stopped %s",
-             result.operations, result.entries, result.failed, result.tombstones_collected,
-             result.stopped_shards)
+    log.info("sweep: %d operations, %d entries applied, %d failed, %d tombstones and %d idempotency keys "
+             "collected, shards stopped %s", result.operations, result.entries, result.failed,
+             result.tombstones_collected, result.keys_collected, result.stopped_shards)

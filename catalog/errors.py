@@ -39,6 +39,16 @@ class UnsupportedMediaTypeError(ValidationError):
     status = 415
 
 
+class IdempotencyKeyReusedError(ValidationError):
+    """An Idempotency-Key sent again with another request than the one it was first used for. HTTP 422."""
+
+    status = 422
+
+
+class RequestInFlightError(CatalogError):
+    """The first request under this Idempotency-Key is still being written: retry shortly. HTTP 409."""
+
+
 class SchemaMismatchError(CatalogError):
     """This process is configured with another schema than the one persisted with the tables."""
 

@@ -59,6 +59,7 @@ class ApplyResult:
     stopped_shards: list[int] = field(default_factory=list)
     checkpoints: dict[int, str] = field(default_factory=dict)
     tombstones_collected: int = 0
+    keys_collected: int = 0
 
     def view(self) -> dict:
         """The one rendering of a result, for the recover route and `catalog recover --json` alike."""
@@ -74,6 +75,7 @@ class ApplyResult:
         self.stopped_shards += other.stopped_shards
         self.checkpoints.update(other.checkpoints)
         self.tombstones_collected += other.tombstones_collected
+        self.keys_collected += other.keys_collected
 
 
 class Materializer:

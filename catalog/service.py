@@ -13,6 +13,7 @@ from . import codec, messages
 from .batching import GroupCommit, MarkBuffer
 from .errors import (
     CatalogError,
+    ConflictError,
     EntryError,
     IndexNotBuiltError,
     NotFoundError,
@@ -20,6 +21,7 @@ from .errors import (
     SchemaMismatchError,
     ValidationError,
 )
+from .idempotency import Answer, IdempotencyKeys, KeyedRequest
 from .index import STAMP, TOMBSTONE, Index
 from .index_meta import READY, read_index_meta
 from .keys import record_keys
@@ -76,6 +78,7 @@ class CatalogService:
         # that operation once more, which is a no-op. Other direct applies (the CLI) mark at once.
         self.shard = shard
         self.marks = MarkBuffer(wal)
+        self.keys = IdempotencyKeys(wal)
         self.defer_all_marks = deferred_marks
         self._group = GroupCommit(self._append_group)
         # Buffered marks are written when this service is collected or the interpreter exits,
@@ -153,16 +156,31 @@ class CatalogService:
         codec.check_entity_size({"PartitionKey": shard_partition(0), "RowKey": stamp_like, "kind": PUT, **chunks})
         return PendingEntry(PUT, data)
 
-    def submit(self, records: Sequence[Any], *, apply_now: bool = False) -> Accepted:
-        """Validate, append to the WAL, then enqueue (or, for the library, apply before returning)."""
+    def submit(self, records: Sequence[Any], *, apply_now: bool = False,
+               idempotency: KeyedRequest | None = None) -> Accepted:
+        """Validate, append to the WAL, then enqueue (or, for the library, apply before returning).
+        With `idempotency`, a repeat of the same request under the same key answers the first
+        answer and writes nothing (idempotency.py)."""
         pending = self.validate(records)
+        if idempotency is not None:
+            return self._append_keyed(idempotency, pending, action=PUT, apply_now=apply_now)
         if len(pending) == 1 and not apply_now and self.queue is not None:
             return self._group.submit(pending[0])
         return self._append_operation(pending, action=PUT, apply_now=apply_now)
 
     def delete(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
-               row_prefix: str | None = None, apply_now: bool = False) -> Accepted:
+               row_prefix: str | None = None, apply_now: bool = False,
+               idempotency: KeyedRequest | None = None) -> Accepted:
         """Resolve the filter to identities now; log one delete per identity."""
+        pending = self._deletes(filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix)
+        if idempotency is not None:
+            return self._append_keyed(idempotency, pending, action=DELETE, apply_now=apply_now)
+        if not pending:  # nothing to delete: nothing is written, and there is no operation to ask about
+            return Accepted(None, APPLIED, 0)
+        return self._append_operation(pending, action=DELETE, apply_now=apply_now)
+
+    def _deletes(self, filters: Mapping[str, Any], *, row_from: str | None, row_to: str | None,
+                 row_prefix: str | None) -> list[PendingEntry]:
         pending: list[PendingEntry] = []
         for record in self.index.iter_all(filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix):
             if len(pending) == MAX_DELETE_MATCHES:
@@ -171,12 +189,42 @@ class CatalogService:
             # The whole record, not only its key fields: a rebuild under another schema can still
             # tell which record this delete removed.
             pending.append(PendingEntry(DELETE, codec.dumps_stored(record)))
-        if not pending:  # nothing to delete: nothing is written, and there is no operation to ask about
-            return Accepted(None, APPLIED, 0)
-        return self._append_operation(pending, action=DELETE, apply_now=apply_now)
+        return pending
 
-    def _append_operation(self, pending: list[PendingEntry], *, action: str, apply_now: bool) -> Accepted:
-        op_id, shard = self.wal.new_operation_id(self.shard)
+    def _append_keyed(self, request: KeyedRequest, pending: list[PendingEntry], *, action: str,
+                      apply_now: bool) -> Accepted:
+        """The first answer under the key, or claim it and write the operation in the key's WAL
+        shard, the claim finished in the same transaction as the operation's last batch."""
+        def answer() -> Answer:
+            if not pending:  # a delete that matched nothing: the claim is all there is to write
+                return Answer(None, APPLIED, 0)
+            return Answer(self.wal.new_operation_id(request.shard)[0], PENDING, len(pending))
+
+        while True:
+            got = self.keys.answer_or_claim(request, answer)
+            if isinstance(got, Answer):
+                log.info("operation %s: answered again for a repeated Idempotency-Key", got.operation)
+                return Accepted(got.operation, got.status, got.count)
+            op_id = got.finish["operation"] or None
+            if op_id is None:
+                return Accepted(None, APPLIED, 0)
+            try:
+                return self._append_operation(pending, action=action, apply_now=apply_now, op_id=op_id,
+                                              finish=(got.finish, got.etag))
+            except ConflictError:
+                # The claim was taken over while this request wrote (it took longer than the WAL
+                # write deadline): its last batch failed whole, so the answer is the other's.
+                log.warning("operation %s: not accepted, its Idempotency-Key was taken over", op_id)
+            except Exception:
+                self.keys.release(got)  # nothing was accepted: a retry may write at once
+                raise
+
+    def _append_operation(self, pending: list[PendingEntry], *, action: str, apply_now: bool,
+                          op_id: str | None = None, finish: tuple[dict, str] | None = None) -> Accepted:
+        if op_id is None:
+            op_id, shard = self.wal.new_operation_id(self.shard)
+        else:
+            shard = parse_operation_id(op_id)
         accepted = time_of(op_id).isoformat()
         if len(pending) == 1:
             # One entity, one plain insert: the entry carries the operation's status itself.
@@ -186,7 +234,7 @@ class CatalogService:
             entities = self.wal.entry_entities(op_id, pending)
             header = self.wal.header_entity(op_id, len(pending), action, accepted=accepted)
             entities.append(header)  # written last: present only if every entry is
-        took = self._write_wal(entities, op_id)
+        took = self._write_wal(entities, op_id, finish)
         if took > WRITE_DEADLINE.total_seconds():
             log.error("operation %s: WAL append took %.1fs, over the %ss deadline the sweep relies on; "
                       "the queue message still applies it (or run recover)", op_id, took,
@@ -203,9 +251,9 @@ class CatalogService:
         self._enqueue([(op_id, entries)])
         return Accepted(op_id, PENDING, len(pending))
 
-    def _write_wal(self, entities: list[dict], op_ids: str) -> float:
+    def _write_wal(self, entities: list[dict], op_ids: str, finish: tuple[dict, str] | None = None) -> float:
         try:
-            return self.wal.append(entities)
+            return self.wal.append(entities, finish=finish)
         except CatalogError as e:  # the caller gets a problem without storage details: the log has them
             log.warning("operations %s: WAL append failed, nothing was accepted: %s", op_ids, e)
             raise
@@ -281,7 +329,14 @@ class CatalogService:
         return total
 
     def sweep(self, now: datetime | None = None) -> ApplyResult:
-        return self.materializer.sweep(now)
+        """The timer's work: apply what the queue path missed, collect tombstones and expired
+        idempotency keys."""
+        result = self.materializer.sweep(now)
+        try:
+            result.keys_collected = self.keys.collect(now)
+        except CatalogError as e:  # the next sweep tries again
+            log.warning("expired idempotency keys not collected: %s", e)
+        return result
 
     def recover(self, since: str | datetime | None = None) -> ApplyResult:
         return self.materializer.replay(parse_time(since) if since is not None else None)

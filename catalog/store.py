@@ -91,10 +91,11 @@ class TableStore(Protocol):
         """Insert entities of one partition atomically (an entity-group transaction, <= 100)."""
 
     def write_batch(self, table: str, creates: Sequence[Mapping[str, Any]],
-                    replaces: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+                    replaces: Sequence[tuple[Mapping[str, Any], str]], *, timeout: int | None = None) -> list[str]:
         """One entity-group transaction in one partition (<= 100 in all): create `creates`, replace each
         of `replaces` only if its stored ETag still matches. All or nothing: ConflictError if any
-        entity exists already, changed, or is gone."""
+        entity exists already, changed, or is gone. `timeout`: server-side seconds. Returns the new
+        ETags, creates first, in the order given."""
 
     def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
                    page_size: int | None = None) -> Iterator[Entity]:

@@ -49,6 +49,10 @@ FAILED = "failed"
 SCHEMA_ROW = "schema"
 SCHEMA_VERSION = 1
 
+# Every stamp and operation id starts with the year's digits, so every WAL row sorts below ":";
+# other rows kept in a shard's partition (idempotency.py) sort above it.
+STAMP_END = ":"
+
 PUT, DELETE, HEADER = "put", "del", "op"
 PENDING, APPLIED, FAILED_STATUS = "pending", "applied", "failed"
 
@@ -215,13 +219,19 @@ class Wal:
         return {"PartitionKey": shard_partition(shard), "RowKey": op_id, "kind": HEADER, "status": PENDING,
                 "count": count, "action": action, **extra}
 
-    def append(self, entities: Sequence[dict]) -> float:
+    def append(self, entities: Sequence[dict], *, finish: tuple[dict, str] | None = None) -> float:
         """Write entities of one shard, in order, as entity-group transactions; the last batch is
         written last, so a header placed at the end is present only if every entry before it is.
-        Returns the seconds the append took."""
+        `finish`: an entity of the same partition to replace, through its ETag, in the same
+        transaction as the last batch (an idempotency claim): the operation is accepted exactly
+        when that replace succeeds. Returns the seconds the append took."""
         started = time.monotonic()
-        for batch in transactions(entities):
-            self._write(batch)
+        batches = list(transactions([*entities, finish[0]] if finish else entities))
+        for i, batch in enumerate(batches):
+            if finish is not None and i == len(batches) - 1:
+                self.store.write_batch(self.table, batch[:-1], [(batch[-1], finish[1])], timeout=SERVER_TIMEOUT)
+            else:
+                self._write(batch)
         return time.monotonic() - started
 
     def _write(self, batch: Sequence[Mapping[str, Any]]) -> None:
@@ -251,7 +261,9 @@ class Wal:
         raise NotFoundError(f"no operation {op_id}")
 
     def scan(self, shard: int, *, after: str = "", before: str | None = None) -> Iterator[Entity | WalEntry]:
-        """Headers (raw entities) and entries of one shard with after < RowKey < before, in order."""
+        """Headers (raw entities) and entries of one shard with after < RowKey < before, in order
+        (never past STAMP_END: the shard's other rows, such as idempotency claims, sort after it)."""
+        before = STAMP_END if before is None else min(before, STAMP_END)
         for e in self.store.query(self.table, shard_partition(shard), rk_gt=after, rk_lt=before, page_size=1000):
             yield e if e.get("kind") == HEADER else self.entry(shard, e)
 
@@ -287,7 +299,8 @@ class Wal:
         """Status entities (RowKey and status only) of a shard's operations still pending after a
         stamp, in order, at most `limit` of them (one page: the cost does not grow with a backlog)."""
         found: list[Entity] = []
-        for e in self.store.query(self.table, shard_partition(shard), rk_gt=after, equals={"status": PENDING},
+        for e in self.store.query(self.table, shard_partition(shard), rk_gt=after, rk_lt=STAMP_END,
+                                  equals={"status": PENDING},
                                   page_size=min(limit, 1000) if limit else None, select=("status",)):
             found.append(e)
             if limit is not None and len(found) >= limit:

@@ -414,14 +414,16 @@ class AzureTableStore:
             raise translate(e, f"batch insert into {table}") from e
 
     def write_batch(self, table: str, creates: Sequence[Mapping[str, Any]],
-                    replaces: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+                    replaces: Sequence[tuple[Mapping[str, Any], str]], *, timeout: int | None = None) -> list[str]:
         operations: list[Any] = [("create", e) for e in creates]
         operations += [("update", e, {"mode": UpdateMode.REPLACE, "etag": etag,
                                       "match_condition": MatchConditions.IfNotModified}) for e, etag in replaces]
         if not operations:
-            return
+            return []
         try:
-            self._client(table).submit_transaction(operations)
+            kw = {"timeout": timeout} if timeout else {}
+            results = self._client(table).submit_transaction(operations, **kw)
+            return [str(r.get("etag", "")) for r in results]
         except HttpResponseError as e:
             code = getattr(e, "error_code", None)
             code = getattr(code, "value", code)

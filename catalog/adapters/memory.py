@@ -136,10 +136,10 @@ class MemoryTableStore:
 
     # helpers for tests
     def write_batch(self, table: str, creates: Sequence[Mapping[str, Any]],
-                    replaces: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+                    replaces: Sequence[tuple[Mapping[str, Any], str]], *, timeout: int | None = None) -> list[str]:
         entities = [*creates, *(e for e, _ in replaces)]
         if not entities:
-            return
+            return []
         if len(entities) > 100 or len({e["PartitionKey"] for e in entities}) != 1:
             raise StorageError("a batch holds 1-100 entities of one partition")
         if len({e["RowKey"] for e in entities}) != len(entities):
@@ -150,8 +150,7 @@ class MemoryTableStore:
                 raise ConflictError("an entity of the batch already exists")
             if any(e["RowKey"] not in rows or rows[e["RowKey"]][1] != etag for e, etag in replaces):
                 raise ConflictError("an entity of the batch changed or is gone")
-            for e in entities:
-                self._put(table, e)
+            return [self._put(table, e) for e in entities]
 
     def scan_table(self, table: str, *, pk_ge: str | None = None, pk_lt: str | None = None,
                    page_size: int | None = None) -> Iterator[Entity]:

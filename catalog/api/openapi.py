@@ -1,6 +1,8 @@
 """The OpenAPI 3 description of the HTTP API, generated for the configured schema."""
 from __future__ import annotations
 
+from typing import Any
+
 from ..service import DEFAULT_LIMIT, MAX_BULK_RECORDS, MAX_DELETE_MATCHES, MAX_LIMIT
 from ..settings import Schema
 from .parsing import MAX_WAIT, RESERVED_PARAMS
@@ -49,6 +51,14 @@ def openapi(schema: Schema) -> dict:
     wait = {"name": "wait", "in": "query", "required": False,
             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT, "default": 0},
             "description": "seconds to wait for the operation to finish (long-poll)"}
+    idempotency_key = {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                   "pattern": r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"},
+        "description": "makes the write safe to send again: a repeat with the same key and the same request within "
+                       "24 hours answers the first answer (the same operation) and writes nothing; the same key "
+                       "with another request is a 422; a repeat while the first is still being written waits for it "
+                       "(up to 10 s), else 409 with Retry-After"}
     filters_note = ("Filters: `<field>=<value>` on any top-level field, ANDed, at least one on an index key "
                     f"({', '.join(schema.index_keys)}). Values compare as index values do: strings "
                     + ("exactly" if schema.case_sensitive else "case-insensitively")
@@ -67,7 +77,7 @@ def openapi(schema: Schema) -> dict:
             resp["headers"] = headers
         return {code: resp}
 
-    paths = {
+    paths: dict[str, dict[str, dict[str, Any]]] = {
         "/records": {
             "post": {"operationId": "post_records", "summary": ROUTES[("records", "POST")][1],
                      "requestBody": {"required": True, "content": {j: {"schema": {"oneOf": [
@@ -77,8 +87,9 @@ def openapi(schema: Schema) -> dict:
                          {"type": "object", "required": ["records"], "additionalProperties": False,
                           "properties": {"records": {"type": "array", "minItems": 1, "maxItems": MAX_BULK_RECORDS,
                                                      "items": {"$ref": "#/components/schemas/Record"}}}}]}}}},
+                     "parameters": [idempotency_key],
                      "responses": {**ok("Accepted", "202", accepted_headers),
-                                   **_problem_responses(400, 413, 415, 503)}},
+                                   **_problem_responses(400, 409, 413, 415, 422, 503)}},
             "get": {"operationId": "get_records", "summary": ROUTES[("records", "GET")][1],
                     "description": filters_note, "parameters": filter_params + row_params + paging,
                     "responses": {**ok("Page"), **_problem_responses(400, 503)}},
@@ -86,9 +97,9 @@ def openapi(schema: Schema) -> dict:
                        "description": f"Resolves the filter to records when accepted (at most {MAX_DELETE_MATCHES}). "
                                       "A filter that matches nothing writes nothing: 200 with `matched: 0` and "
                                       "`operation: null`.",
-                       "parameters": filter_params + row_params,
+                       "parameters": filter_params + row_params + [idempotency_key],
                        "responses": {**ok("DeleteAccepted", "202", accepted_headers), **ok("DeleteAccepted"),
-                                     **_problem_responses(400, 503)}},
+                                     **_problem_responses(400, 409, 422, 503)}},
         },
         "/records/count": {"get": {"operationId": "count_records", "summary": ROUTES[("records/count", "GET")][1],
                                    "description": filters_note + " Exact; it reads the smallest partition to its "
@@ -153,10 +164,32 @@ def openapi(schema: Schema) -> dict:
                                     "stopped_shards": {"type": "array", "items": {"type": "integer"}},
                                     "checkpoints": {"type": "object", "additionalProperties": string}}},
     }
+    # Keys (deployed; locally none is needed): data routes take a function key, the recover route
+    # the host's admin (master) key, the document itself none. Each in a header or in `code`.
+    function_key: list[dict[str, list[str]]] = [{"functionKeyHeader": []}, {"functionKeyQuery": []}]
+    for route, methods in paths.items():
+        for op in methods.values():
+            if route == "/openapi.json":
+                op["security"] = []
+            elif route.startswith("/manage/"):
+                op["security"] = [{"adminKeyHeader": []}, {"adminKeyQuery": []}]
+                op["responses"].update(_problem_responses(401))
+            else:
+                op["security"] = function_key
+                op["responses"].update(_problem_responses(401))
+    key = "a function key (Function App > App keys, or a function's own key)"
+    admin = "the host's master key (admin routes)"
+    security_schemes = {
+        "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key", "description": key},
+        "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code", "description": key},
+        "adminKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key", "description": admin},
+        "adminKeyQuery": {"type": "apiKey", "in": "query", "name": "code", "description": admin},
+    }
     return {"openapi": "3.0.3",
             "info": {"title": "az-table-catalog", "version": "2.0.0",
                      "description": f"Catalog indexed by {', '.join(schema.index_keys)}; "
                                     f"rows sorted by {schema.row_key}."},
             "servers": [{"url": "/api"}],
+            "security": function_key,
             "paths": paths,
-            "components": {"schemas": schemas}}
+            "components": {"schemas": schemas, "securitySchemes": security_schemes}}

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import codec
 from ..errors import RecordTooLargeError, UnsupportedMediaTypeError, ValidationError
+from ..idempotency import KeyedRequest, check_key, fingerprint
 from ..keys import LONE_SURROGATE
 from ..service import DEFAULT_LIMIT, MAX_LIMIT
 from ..settings import Schema
@@ -108,3 +109,12 @@ def parse_wait(params: Mapping[str, str]) -> int:
         raise ValidationError(f"wait must be a whole number of seconds from 0 to {MAX_WAIT} in plain digits, "
                               f"got {codec.printable(raw)}", field="wait")
     return int(raw)
+
+
+def keyed_request(key: str | None, method: str, route: str, params: Mapping[str, str],
+                  body: bytes) -> KeyedRequest | None:
+    """The `Idempotency-Key` of a write (None without one), with the fingerprint of the request it
+    was sent with: a repeat must be the same method, route, query and body to get the first answer."""
+    if key is None:
+        return None
+    return KeyedRequest(check_key(key), fingerprint(method, route, dict(params), body))

@@ -10,6 +10,7 @@ from ..errors import (
     CatalogError,
     IndexNotBuiltError,
     NotFoundError,
+    RequestInFlightError,
     SchemaMismatchError,
     SettingsError,
     TransientStorageError,
@@ -24,7 +25,8 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> dict:
     return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
 
 
-_TITLES = {400: "Invalid request", 413: "Payload too large", 415: "Unsupported media type"}
+_TITLES = {400: "Invalid request", 413: "Payload too large", 415: "Unsupported media type",
+           422: "Idempotency key reused"}
 
 
 def problem_for(error: Exception) -> tuple[int, dict, dict[str, str]]:
@@ -44,6 +46,8 @@ def problem_for(error: Exception) -> tuple[int, dict, dict[str, str]]:
         return error.status, problem(error.status, title, str(error), **extra), {}
     if isinstance(error, NotFoundError):
         return 404, problem(404, "Not found", str(error)), {}
+    if isinstance(error, RequestInFlightError):
+        return 409, problem(409, "Request in progress", str(error)), {"Retry-After": "1"}
     error_id = uuid.uuid4().hex[:12]
     if isinstance(error, TransientStorageError):
         return 503, problem(503, "Storage busy", "storage is busy or unreachable; retry after the Retry-After "

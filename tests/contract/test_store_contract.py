@@ -152,9 +152,11 @@ def test_merge_batch_into_a_missing_table_is_reported_as_such(store):
 
 def test_write_batch_creates_and_replaces_by_etag_all_or_nothing(store, table):
     old = store.insert(table, {"PartitionKey": "p", "RowKey": "a", "v": 0})
-    store.write_batch(table, [{"PartitionKey": "p", "RowKey": "b", "v": 1}],
-                      [({"PartitionKey": "p", "RowKey": "a", "v": 1}, old)])
+    etags = store.write_batch(table, [{"PartitionKey": "p", "RowKey": "b", "v": 1}],
+                              [({"PartitionKey": "p", "RowKey": "a", "v": 1}, old)], timeout=10)
     assert [(e["RowKey"], e["v"]) for e in store.query(table, "p")] == [("a", 1), ("b", 1)]
+    # The new ETags, creates first: each is the one a read now returns (a replace through it works).
+    assert etags == [store.get(table, "p", "b").etag, store.get(table, "p", "a").etag] and old not in etags
     stale = old  # a's ETag moved with the replace: the whole batch is refused
     for creates, replaces in (([{"PartitionKey": "p", "RowKey": "c", "v": 2}],
                                [({"PartitionKey": "p", "RowKey": "a", "v": 2}, stale)]),
@@ -164,7 +166,7 @@ def test_write_batch_creates_and_replaces_by_etag_all_or_nothing(store, table):
         with pytest.raises(ConflictError):
             store.write_batch(table, creates, replaces)
     assert [(e["RowKey"], e["v"]) for e in store.query(table, "p")] == [("a", 1), ("b", 1)]
-    store.write_batch(table, [], [])  # nothing to do is no error
+    assert store.write_batch(table, [], []) == []  # nothing to do is no error
 
 
 def test_query_rk_le_and_select(store, table):

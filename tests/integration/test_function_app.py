@@ -260,6 +260,30 @@ def test_routes_and_openapi_description_are_the_same_set(functions, app_env):
     assert not any(route.lower().startswith(("admin", "runtime")) for route, _ in registered)
 
 
+def test_the_openapi_document_validates_and_declares_the_key_each_route_needs(functions, app_env):
+    from openapi_spec_validator import validate
+
+    _, spec = call(functions, "get_openapi")
+    validate(spec)  # raises on anything OpenAPI 3.0 does not allow
+    schemes = spec["components"]["securitySchemes"]
+    assert {(s["in"], s["name"]) for s in schemes.values()} == {("header", "x-functions-key"), ("query", "code")}
+    levels = {}
+    for fn in functions.values():
+        trigger = fn.get_trigger()
+        if trigger.get_binding_name() == "httpTrigger":
+            levels[trigger.route] = str(getattr(trigger.auth_level, "value", trigger.auth_level)).lower()
+    for path, ops in spec["paths"].items():
+        level = levels[path.lstrip("/")]
+        for op in ops.values():
+            needs = {name for requirement in op["security"] for name in requirement}
+            expected = {"anonymous": set(), "function": {"functionKeyHeader", "functionKeyQuery"},
+                        "admin": {"adminKeyHeader", "adminKeyQuery"}}[level]
+            assert needs == expected, (path, level)
+    post = spec["paths"]["/records"]["post"]
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in post["parameters"])
+    assert {"409", "422"} <= set(post["responses"])
+
+
 def test_trigger_bindings_use_the_settings(functions, app_env):
     triggers = {name: fn.get_trigger() for name, fn in functions.items()}
     assert triggers["apply_wal_message"].queue_name == "%CATALOG_QUEUE%"

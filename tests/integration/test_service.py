@@ -253,9 +253,9 @@ def test_concurrent_single_writes_share_a_transaction_and_a_message(store):
     gate = threading.Event()
     real_append = svc.wal.append
 
-    def slow_first_append(entities):
+    def slow_first_append(entities, **kw):
         gate.wait(5)  # the first request's write is in flight while the others arrive
-        return real_append(entities)
+        return real_append(entities, **kw)
     svc.wal.append = slow_first_append
     with ThreadPoolExecutor(12) as pool:
         futures = [pool.submit(svc.submit, [rec(i)]) for i in range(12)]
