@@ -49,7 +49,7 @@ from azure.data.tables import TableServiceClient  # noqa: E402
 
 from catalog.bootstrap import build_service  # noqa: E402
 from catalog.keys import partition_key  # noqa: E402
-from catalog.query import ReadPlan  # noqa: E402
+from catalog.planner import ReadPlan  # noqa: E402
 from catalog.settings import Settings  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 

@@ -15,7 +15,7 @@ from typing import Any
 from . import codec
 from .errors import ConflictError, StorageError, TransientStorageError
 from .keys import SEP, RecordKeys, encode_part
-from .query import TOMBSTONE, Page, Reader, ReadPlan, plan_read
+from .planner import TOMBSTONE, Page, Reader, ReadPlan, plan_read
 from .settings import Schema
 from .store import Entity, TableStore, transactions
 
@@ -198,7 +198,7 @@ class Index:
         except ConflictError:
             return False  # rewritten since we read it: not ours to collect
 
-    # -- read (planned in query.py) -----------------------------------------------------------
+    # -- read (planned in planner.py) -----------------------------------------------------------
     def plan(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,
              row_prefix: str | None = None) -> ReadPlan:
         return plan_read(self.schema, filters, row_from=row_from, row_to=row_to, row_prefix=row_prefix)

@@ -26,7 +26,7 @@ from .index import STAMP, TOMBSTONE, Index
 from .index_meta import READY, read_index_meta
 from .keys import record_keys
 from .materializer import ApplyResult, Materializer, Unit, UnitFailed
-from .query import Page, project
+from .planner import Page, project
 from .settings import Schema
 from .store import MessageQueue
 from .wal import (

@@ -7,13 +7,16 @@ Every import statement counts, at module level or inside a function. Modules are
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTER = ("catalog.api", "catalog.tools", "catalog.adapters")
+OUTER = ("catalog.api", "catalog.tools", "catalog.adapters", "catalog.remote")
+FACADE = "catalog"  # catalog/__init__.py: the package's public names, loaded lazily
 COMPOSITION_ROOTS = {"catalog.bootstrap"}  # the one core module that picks an adapter
 ENTRY_POINTS = {"catalog.__main__"}  # `python -m catalog`: the CLI, or `serve` (the dev host)
 SDKS = ("azure.data.tables", "azure.storage", "azure.core", "azure.identity")
+REMOTE_THIRD_PARTY = {"requests"}  # the HTTP client's only dependency besides the standard library
 
 
 def module_name(path: Path) -> str:
@@ -113,7 +116,8 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
         for dst in sorted(targets):
             ours = dst in edges
             where = layer(src)
-            if where == "core" and src not in COMPOSITION_ROOTS and ours and layer(dst) not in ("core",):
+            if where == "core" and src not in COMPOSITION_ROOTS and ours and layer(dst) not in ("core",) and not (
+                    src == FACADE and layer(dst) == "remote"):
                 bad.append(f"{src} -> {dst} (the core imports no outer layer)")
             if where == "core" and dst.startswith(("devhost", "azure.functions")):
                 bad.append(f"{src} -> {dst} (the core knows no host)")
@@ -134,6 +138,13 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
                 bad.append(f"{src} -> {dst} (catalog/ never imports azure.functions)")
             if ours and layer(dst) == "tools" and where not in ("tools", "entry"):
                 bad.append(f"{src} -> {dst} (only the entry point uses the tooling)")
+            if where == "remote" and ours and layer(dst) != "remote":
+                bad.append(f"{src} -> {dst} (the HTTP client imports nothing from the catalog)")
+            if where == "remote" and not ours and dst.split(".")[0] not in (
+                    *sys.stdlib_module_names, *REMOTE_THIRD_PARTY):
+                bad.append(f"{src} -> {dst} (the HTTP client needs only the standard library and requests)")
+            if ours and layer(dst) == "remote" and where != "remote" and src != FACADE:
+                bad.append(f"{src} -> {dst} (only the package facade imports the HTTP client)")
     return bad
 
 
@@ -148,7 +159,7 @@ def test_every_import_follows_the_layer_map():
 def test_the_layers_exist_as_folders():
     edges = graph()
     for name in ("catalog.api", "catalog.adapters.azure", "catalog.adapters.memory", "catalog.tools.cli",
-                 "catalog.service", "catalog.bootstrap", "devhost.host", "function_app"):
+                 "catalog.service", "catalog.bootstrap", "devhost.host", "function_app", "catalog.remote.client"):
         assert name in edges, name
 
 
@@ -158,14 +169,24 @@ def test_the_checks_bite():
                  "catalog.service": {"catalog.tools.verify"}, "catalog.tools.verify": {"catalog.service"},
                  "catalog.adapters.azure": {"catalog.wal", "azure.data.tables"},
                  "catalog.api.parsing": {"catalog.bootstrap"}, "catalog.bootstrap": set(),
-                 "devhost.host": {"catalog.service"}, "catalog.keys": {"azure.core"}}
+                 "devhost.host": {"catalog.service"}, "catalog.keys": {"azure.core"},
+                 "catalog.remote.client": {"catalog.remote.wire", "catalog.codec", "azure.core", "httpx", "json",
+                                           "requests.adapters"},
+                 "catalog.remote.wire": set(), "catalog.codec": set(),
+                 "catalog.tools.cli": {"catalog.remote"}, "catalog.remote": {"catalog.remote.client"},
+                 "catalog": {"catalog.remote", "catalog.client"}, "catalog.client": set()}
     assert sorted(map(tuple, cycles(synthetic))) == [("catalog.index", "catalog.wal"),
                                                      ("catalog.service", "catalog.tools.verify")]
     found = "\n".join(violations(synthetic))
     for expected in ("catalog.service -> catalog.tools.verify", "catalog.adapters.azure -> catalog.wal",
                      "catalog.api.parsing -> catalog.bootstrap", "devhost.host -> catalog.service",
-                     "catalog.keys -> azure.core"):
+                     "catalog.keys -> azure.core", "catalog.remote.client -> catalog.codec",
+                     "catalog.remote.client -> httpx", "catalog.tools.cli -> catalog.remote"):
         assert expected in found, (expected, found)
+    flagged = {line.split(" (")[0] for line in violations(synthetic)}
+    for allowed in ("catalog -> catalog.remote", "catalog.remote.client -> catalog.remote.wire",
+                    "catalog.remote.client -> json", "catalog.remote.client -> requests.adapters"):
+        assert allowed not in flagged, (allowed, found)
 
     source = "def f():\n    from .tools import cli\n"
     tree_edges = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
