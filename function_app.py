@@ -90,6 +90,24 @@ def count_records(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(e)
 
 
+@app.route(route="records/history", methods=["GET"])
+def get_record_history(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        svc = service()
+        q = api.parse_history(req.params, svc.schema)
+        return json_response(200, {"items": [c.view() for c in svc.history(q["identity"], as_of=q["as_of"])]})
+    except Exception as e:
+        return error_response(e)
+
+
+@app.route(route="changes", methods=["GET"])
+def get_changes(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return json_response(200, service().changes(**api.parse_changes(req.params)).view())
+    except Exception as e:
+        return error_response(e)
+
+
 @app.route(route="records", methods=["DELETE"])
 def delete_records(req: func.HttpRequest) -> func.HttpResponse:
     try:

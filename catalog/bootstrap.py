@@ -33,6 +33,7 @@ def build_service(settings: Settings, *, store=None, queue=None, poison_queue=No
     wal = Wal(store, settings.wal_table)
     index = Index(store, settings.table, settings.schema)
     materializer_options.setdefault("concurrency", settings.apply_concurrency)
+    materializer_options.setdefault("settle_window", settings.settle_window)
     materializer = Materializer(wal, index, settings.schema, **materializer_options)
     service = CatalogService(settings.schema, wal, index, materializer, queue, poison_queue, shard=shard,
                              deferred_marks=deferred_marks)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .bootstrap import build_service, table_store
+from .changes import Change, start_position
 from .errors import CatalogError
 from .materializer import ApplyResult
 from .settings import Settings
@@ -73,6 +74,17 @@ class TableCatalogClient:
               row_prefix: str | None = None) -> int:
         """How many records `query` would return with the same arguments (exact)."""
         return self.service.count(filter, row_from=row_from, row_to=row_to, row_prefix=row_prefix)
+
+    def changes(self, after: str | None = None, since: str | None = None) -> Iterator[Change]:
+        """Every accepted put and delete after a position (or since a time; from the beginning with
+        neither), in order, up to the frontier: a later call from the last `position` yields what
+        has become final since, never an entry twice, never one missed."""
+        return self.service.feed.changes(start_position(after, since))
+
+    def history(self, identity: Mapping[str, Any], as_of: str | None = None) -> list[Change]:
+        """Every version of one record (a dict with its index and row key values), oldest first; with
+        `as_of` (ISO 8601), the one in effect at that time."""
+        return self.service.history(identity, as_of=as_of)
 
     def insert(self, record: dict) -> dict:
         """Insert or replace one record; it is in the index when this returns."""

@@ -8,8 +8,9 @@ times, with crashes between the fan-out writes, converges to "each identity's la
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from . import codec
@@ -23,6 +24,38 @@ STAMP = "s"  # TOMBSTONE ("x") is defined with the read path, which filters on i
 META_PARTITION = "meta"  # no index partition is called that: every index PartitionKey holds a space
 MAX_RACE_RETRIES = 10
 MIN_TRANSACTION = 4  # entities of one partition worth a range read and a transaction
+
+
+@dataclass(frozen=True)
+class IndexWrite:
+    """What one WAL entry writes: the record (`data`), or a tombstone (None), at every index key of
+    its identity, and the version it adds to the identity's history: (kind, the record put or the
+    record a delete removed), or None for a write that is no version (a reindex's tombstone)."""
+
+    keys: RecordKeys
+    stamp: str
+    data: bytes | None
+    history: tuple[str, bytes] | None = None
+
+
+# History: one entity per version of an identity, in one of 16 partitions `h0`..`hf` picked by the
+# identity's fingerprint (no index partition is called that: every index PartitionKey holds a
+# space), RowKey `<fingerprint> <stamp>`: so an identity's versions are one RowKey range, in order,
+# and a bulk write's versions share 16 partitions, so they go out as few transactions.
+HISTORY_PREFIX = "h"
+
+
+def fingerprint_of(keys: RecordKeys) -> str:
+    return keys.row_key.rsplit(SEP, 1)[1]
+
+
+def history_partition(keys: RecordKeys) -> str:
+    return HISTORY_PREFIX + fingerprint_of(keys)[0]
+
+
+def history_entity(keys: RecordKeys, stamp: str, kind: str, record: bytes) -> dict:
+    return {"PartitionKey": history_partition(keys), "RowKey": f"{fingerprint_of(keys)}{SEP}{stamp}", "k": kind,
+            **codec.chunk_properties(record)}
 
 
 class Index:
@@ -66,12 +99,11 @@ class Index:
         self.store.merge(self.table, {**props, "PartitionKey": META_PARTITION, "RowKey": row})
 
     # -- write -----------------------------------------------------------------------------
-    def write(self, keys: RecordKeys, stamp: str, data: bytes | None) -> int:
+    def write(self, keys: RecordKeys, stamp: str, data: bytes | None, history: tuple[str, bytes] | None = None) -> int:
         """Write a record (data) or a tombstone (None) at every index key. Returns entities changed."""
-        return self.write_many([(keys, stamp, data)])
+        return self.write_many([IndexWrite(keys, stamp, data, history)])
 
-    def write_many(self, items: Sequence[tuple[RecordKeys, str, bytes | None]], *,
-                   pool: Executor | None = None) -> int:
+    def write_many(self, items: Sequence[IndexWrite], *, pool: Executor | None = None) -> int:
         """Write records (data) and tombstones (None) of one apply unit at every index key, batched:
         the entities of each partition go out as entity-group transactions of up to MAX_BATCH (the
         current stamps of a batch read first with one range query, so an update costs no failed
@@ -81,10 +113,19 @@ class Index:
         Same rules as one by one: an entity is replaced only through its ETag and only by a newer
         stamp, so any order, any repetition and a crash anywhere converge. Two phases keep what
         `holding` relies on: a record's last index key is written only once all its other keys
-        are, so an operation whose last entity is there has been applied everywhere."""
+        are, so an operation whose last entity is there has been applied everywhere.
+
+        Each item's `history` (its kind and record) is written too, in the first phase: one entity
+        per version in the identity's history partition (history_entity), insert-or-merge in
+        transactions per partition, since a version's content never changes."""
         newest: dict[tuple[str, str], dict[str, Any]] = {}
         last_pk: dict[str, str] = {}
-        for keys, stamp, data in items:
+        versions: dict[str, dict[str, dict]] = {}
+        for item in items:
+            keys, stamp, data = item.keys, item.stamp, item.data
+            if item.history is not None:
+                version = history_entity(keys, stamp, *item.history)
+                versions.setdefault(version["PartitionKey"], {})[version["RowKey"]] = version
             props: dict[str, Any] = {STAMP: stamp, TOMBSTONE: data is None}
             if data is not None:
                 props.update(codec.chunk_properties(data))
@@ -97,18 +138,46 @@ class Index:
         for (pk, rk), entity in newest.items():
             phases[1 if last_pk[rk] == pk else 0].setdefault(pk, []).append(entity)
         changed = 0
-        for phase in phases:
-            changed += self._write_partitions(phase, pool)
+        for phase, history in zip(phases, (versions, {}), strict=True):
+            changed += self._write_partitions(phase, pool, history)
         return changed
 
-    def _write_partitions(self, partitions: dict[str, list[dict]], pool: Executor | None) -> int:
-        work = [batch for entities in partitions.values()
-                for batch in transactions(sorted(entities, key=lambda e: e["RowKey"]))]
+    def _write_partitions(self, partitions: dict[str, list[dict]], pool: Executor | None,
+                          history: dict[str, dict[str, dict]]) -> int:
+        work: list[tuple[Callable[[list[dict]], int], list[dict]]] = [
+            (self._write_batch, batch) for entities in partitions.values()
+            for batch in transactions(sorted(entities, key=lambda e: e["RowKey"]))]
         # Multi-entity batches first: what they find tells the single entities whether to read first.
-        work.sort(key=len, reverse=True)
+        work.sort(key=lambda w: len(w[1]), reverse=True)
+        work += [(self._write_versions, batch) for rows in history.values()
+                 for batch in transactions(sorted(rows.values(), key=lambda e: e["RowKey"]))]
         if pool is None or len(work) <= 1:
-            return sum(self._write_batch(batch) for batch in work)
-        return sum(pool.map(self._write_batch, work))
+            return sum(write(batch) for write, batch in work)
+        return sum(pool.map(lambda w: w[0](w[1]), work))
+
+    def _write_versions(self, batch: list[dict]) -> int:
+        """History rows of one partition. A version never changes, so a row that exists is already
+        right: create them all in one transaction; if some exist (a repeated delivery), read which
+        (one range query) and create the others. Creates, not upserts: Azurite refuses an upsert of
+        an entity near 1 MiB that Azure accepts (it counts the binary as base64), not a create."""
+        for _ in range(MAX_RACE_RETRIES):
+            try:
+                if len(batch) == 1:
+                    self.store.insert(self.table, batch[0])
+                else:
+                    self.store.insert_batch(self.table, batch)
+                return 0  # history rows are not counted as index entities changed
+            except ConflictError:
+                if len(batch) == 1:
+                    return 0
+            present = {e["RowKey"] for e in self.store.query(
+                self.table, batch[0]["PartitionKey"], rk_ge=batch[0]["RowKey"], rk_le=batch[-1]["RowKey"],
+                select=("k",))}
+            batch = [e for e in batch if e["RowKey"] not in present]
+            if not batch:
+                return 0
+        raise TransientStorageError(f"history rows of {batch[0]['PartitionKey']!r}: gave up after "
+                                    f"{MAX_RACE_RETRIES} concurrent-write retries")
 
     def _write_batch(self, batch: list[dict]) -> int:
         """One partition's batch: one transaction where the current stamps allow, else one by one."""
@@ -197,6 +266,12 @@ class Index:
             return True
         except ConflictError:
             return False  # rewritten since we read it: not ours to collect
+
+    def history(self, keys: RecordKeys) -> list[Entity]:
+        """Every version of one identity, oldest first: one range of one history partition, so the
+        cost grows with the identity's versions, never with the catalog."""
+        pk, prefix = history_partition(keys), fingerprint_of(keys) + SEP
+        return list(self.store.query(self.table, pk, rk_gt=prefix, rk_lt=fingerprint_of(keys) + "!"))
 
     # -- read (planned in planner.py) -----------------------------------------------------------
     def plan(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,

@@ -24,8 +24,8 @@ from typing import Any
 
 from . import codec
 from .errors import CatalogError, EntryError, TransientStorageError, ValidationError
-from .index import Index
-from .keys import RecordKeys, record_keys
+from .index import Index, IndexWrite
+from .keys import record_keys
 from .settings import DEFAULT_APPLY_CONCURRENCY, Schema
 from .store import MAX_BATCH, Entity
 from .wal import (
@@ -114,16 +114,18 @@ class Materializer:
 
     def apply_entry(self, entry: WalEntry) -> int:
         """Apply one WAL entry. EntryError if it cannot ever be applied; storage errors propagate."""
-        return self.index.write(*self.write_of(entry))
+        return self.index.write_many([self.write_of(entry)])
 
-    def write_of(self, entry: WalEntry) -> tuple[RecordKeys, str, bytes | None]:
-        """What an entry writes to the index: its keys, its stamp, the record (None for a delete)."""
+    def write_of(self, entry: WalEntry) -> IndexWrite:
+        """What an entry writes to the index: its keys, its stamp, the record (None for a delete),
+        and its version for the identity's history (a delete's is the record it removed)."""
         payload = entry.record()
         try:
             keys = record_keys(self.schema, payload)
         except ValidationError as e:
             raise EntryError(f"entry {entry.stamp}: {e}") from e
-        return keys, entry.stamp, codec.join_chunks(entry.entity) if entry.kind == PUT else None
+        record = codec.join_chunks(entry.entity)
+        return IndexWrite(keys, entry.stamp, record if entry.kind == PUT else None, (entry.kind, record))
 
     def reflected(self, entry: WalEntry) -> Entity | None:
         """The index entity showing this entry (or a later operation on its identity), if the index
@@ -152,7 +154,7 @@ class Materializer:
         its own operation only (recorded when `final`, else EntryError after the others are
         written, so the queue retries the message); storage errors propagate before any status
         is written, so nothing reads applied that is not."""
-        writes: list[tuple[RecordKeys, str, bytes | None]] = []
+        writes: list[IndexWrite] = []
         failures: dict[str, list[tuple[str, str]]] = {}
         for op in ops:
             for entry in op.entries:

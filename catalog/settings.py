@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ APP_SETTINGS = (
     "CATALOG_CASE_SENSITIVE",
     "CATALOG_SWEEP_SCHEDULE",
     "CATALOG_APPLY_CONCURRENCY",
+    "CATALOG_SETTLE_SECONDS",
 )
 # The seed library's names, still honoured by the library API.
 SEED_SETTINGS = (
@@ -41,6 +43,26 @@ DEFAULT_TABLE = "catalog"
 DEFAULT_SWEEP_SCHEDULE = "0 */1 * * * *"
 DEFAULT_APPLY_CONCURRENCY = 32  # the storage client's connection pool holds 32
 MAX_APPLY_CONCURRENCY = 256
+
+# -- how late a WAL write can land, and the settle window that follows from it (docs §5) --------
+# One WAL write (an insert or an entity-group transaction) is bounded by the service and the client:
+SERVER_TIMEOUT = 10  # s, sent with every WAL write: the service abandons the request after this
+CONNECT_TIMEOUT = 5  # s, to open the connection (CLIENT_OPTIONS)
+WAL_WRITE_ATTEMPTS = 2  # a WAL write is sent at most twice (one retry, after at most 1 s of back-off)
+WAL_READ_TIMEOUT = 12  # s, the client waits this long for an answer (longer than SERVER_TIMEOUT)
+# An attempt has landed, or never will, CONNECT_TIMEOUT + SERVER_TIMEOUT after it starts; the
+# second starts at most CONNECT_TIMEOUT + WAL_READ_TIMEOUT + 1 s after the first. So a write lands
+# within WRITE_BOUND of its start or not at all:
+WRITE_BOUND = (WAL_WRITE_ATTEMPTS - 1) * (CONNECT_TIMEOUT + WAL_READ_TIMEOUT + 1) + CONNECT_TIMEOUT + SERVER_TIMEOUT
+# An append starts a write only while its stamp is younger than WRITE_DEADLINE - WRITE_BOUND (12 s;
+# a 1,000-record request takes well under one), so every WAL row lands within WRITE_DEADLINE of
+# the time in its stamp, or the request fails.
+WRITE_DEADLINE = 45
+CLOCK_SKEW = 5  # s, between any two instances' clocks (Azure's hosts keep NTP time; 5 s is a margin)
+# Entries stamped before now - settle window can no longer appear: the sweep and the change feed
+# trust the WAL up to there. The smallest safe window is the deadline plus the skew.
+DEFAULT_SETTLE_SECONDS = WRITE_DEADLINE + CLOCK_SKEW
+MAX_SETTLE_SECONDS = 3600
 
 _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _QUEUE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
@@ -210,6 +232,11 @@ class Settings:
     queue: str = DEFAULT_TABLE + "-wal"
     sweep_schedule: str = DEFAULT_SWEEP_SCHEDULE
     apply_concurrency: int = DEFAULT_APPLY_CONCURRENCY  # index writes in flight per instance, all units
+    settle_seconds: int = DEFAULT_SETTLE_SECONDS  # how old a WAL entry must be for the sweep and the feed
+
+    @property
+    def settle_window(self) -> timedelta:
+        return timedelta(seconds=self.settle_seconds)
 
     @property
     def poison_queue(self) -> str:
@@ -235,7 +262,9 @@ class Settings:
                                   (env.get("CATALOG_SWEEP_SCHEDULE") or DEFAULT_SWEEP_SCHEDULE).strip())
         concurrency = parse_int("CATALOG_APPLY_CONCURRENCY", env.get("CATALOG_APPLY_CONCURRENCY"),
                                 DEFAULT_APPLY_CONCURRENCY, 1, MAX_APPLY_CONCURRENCY)
-        return cls(storage, schema, table, wal, queue, schedule, concurrency)
+        settle = parse_int("CATALOG_SETTLE_SECONDS", env.get("CATALOG_SETTLE_SECONDS"), DEFAULT_SETTLE_SECONDS, 0,
+                           MAX_SETTLE_SECONDS)
+        return cls(storage, schema, table, wal, queue, schedule, concurrency, settle)
 
     @classmethod
     def for_library(cls, env: Mapping[str, str], *, connection_string: str | None = None,

@@ -10,10 +10,10 @@ Layout of the WAL table:
   tombstone-collection mark (`collected-wal07`).
 - `failed`: one entity per operation that had an entry the catalog could not apply.
 
-Bounded writes: every WAL write carries a server-side timeout and the clients a bounded retry
-policy (adapters.azure.CLIENT_OPTIONS), so an append either lands within WRITE_DEADLINE of its
-stamp's time or the request fails. The sweep only trusts shards up to now - SETTLE_WINDOW,
-which is longer than that bound plus clock skew.
+Bounded writes: every WAL write carries a server-side timeout and a bounded client (one retry,
+adapters.azure.bounded_write), and an append starts a write only while it can still land within
+WRITE_DEADLINE of its stamp's time (settings.py has the argument); else the request fails. The
+sweep and the change feed trust shards up to now - the settle window (the deadline plus clock skew).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import codec
+from . import codec, settings
 from .codec import printable
 from .errors import (
     ConflictError,
@@ -34,6 +34,7 @@ from .errors import (
     NotFoundError,
     SchemaMismatchError,
     TableNotFoundError,
+    TransientStorageError,
     ValidationError,
     WalLayoutError,
 )
@@ -41,9 +42,12 @@ from .settings import Schema
 from .store import Entity, TableStore, transactions
 
 SHARDS = 16
-SERVER_TIMEOUT = 10  # seconds, sent with every WAL write
-WRITE_DEADLINE = timedelta(seconds=60)  # bounds an append, retries included (4 x (5 + 10) + backoff)
-SETTLE_WINDOW = timedelta(seconds=90)  # > WRITE_DEADLINE + clock skew between instances
+# How late a WAL row can land after the time in its stamp, and the settle window that follows
+# (the argument is in settings.py, next to the client bounds it rests on).
+WRITE_DEADLINE = timedelta(seconds=settings.WRITE_DEADLINE)
+WRITE_BOUND = timedelta(seconds=settings.WRITE_BOUND)
+SETTLE_WINDOW = timedelta(seconds=settings.DEFAULT_SETTLE_SECONDS)
+SERVER_TIMEOUT = settings.SERVER_TIMEOUT
 META = "meta"
 FAILED = "failed"
 SCHEMA_ROW = "schema"
@@ -228,11 +232,21 @@ class Wal:
         started = time.monotonic()
         batches = list(transactions([*entities, finish[0]] if finish else entities))
         for i, batch in enumerate(batches):
+            self._check_deadline(entities[0]["RowKey"])
             if finish is not None and i == len(batches) - 1:
                 self.store.write_batch(self.table, batch[:-1], [(batch[-1], finish[1])], timeout=SERVER_TIMEOUT)
             else:
                 self._write(batch)
         return time.monotonic() - started
+
+    def _check_deadline(self, stamp: str) -> None:
+        """Start a write only if it lands within WRITE_DEADLINE of its stamp's time even at its
+        slowest (WRITE_BOUND): what the settle window, so the sweep and the change feed, rely on."""
+        age = self.clock() - time_of(stamp)
+        if age > WRITE_DEADLINE - WRITE_BOUND:
+            raise TransientStorageError(f"WAL append of {stamp[:36]} stopped: {age.total_seconds():.1f}s after its "
+                                        f"stamp, a write could land after the {WRITE_DEADLINE.total_seconds():.0f}s "
+                                        "deadline; nothing more is written, send the request again")
 
     def _write(self, batch: Sequence[Mapping[str, Any]]) -> None:
         if len(batch) == 1:

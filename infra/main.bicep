@@ -62,6 +62,9 @@ param catalogSweepSchedule string = '0 */1 * * * *'
 @description('CATALOG_APPLY_CONCURRENCY: index writes the apply path has in flight per instance, shared by every queue message and sweep shard (1-256).')
 param catalogApplyConcurrency string = '32'
 
+@description('CATALOG_SETTLE_SECONDS: how old a WAL entry must be before the sweep and the change feed trust that nothing older can still appear (0-3600). The default is the WAL write deadline plus clock skew.')
+param catalogSettleSeconds string = '50'
+
 @allowed([
   512
   2048
@@ -179,6 +182,7 @@ module functionApp 'app/function.bicep' = {
     catalogCaseSensitive: catalogCaseSensitive
     catalogSweepSchedule: catalogSweepSchedule
     catalogApplyConcurrency: catalogApplyConcurrency
+    catalogSettleSeconds: catalogSettleSeconds
   }
 }
 

@@ -42,7 +42,7 @@ from requests.utils import check_header_validity
 from urllib3.util.retry import Retry
 
 from ..errors import ConflictError, SettingsError, StorageError, TableNotFoundError, TransientStorageError
-from ..settings import StorageConfig
+from ..settings import CONNECT_TIMEOUT, WAL_READ_TIMEOUT, WAL_WRITE_ATTEMPTS, StorageConfig
 from ..store import Entity
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,16 @@ _CONFLICT_CODES = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "Resour
 # Client-side bounds for every request: with the server-side `timeout` on WAL writes they bound
 # how long a WAL append can take (the sweep's settle window relies on it; see wal.py).
 CLIENT_OPTIONS: dict[str, Any] = dict(retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=4,
-                                      connection_timeout=5, read_timeout=20)
+                                      connection_timeout=CONNECT_TIMEOUT, read_timeout=20)
+
+
+def bounded_write(timeout: int | None) -> dict[str, Any]:
+    """Per-request options of a write given a server-side `timeout` (the WAL's): the service gives up
+    after it, and the client sends it at most WAL_WRITE_ATTEMPTS times, waiting WAL_READ_TIMEOUT for
+    each answer, so it lands within settings.WRITE_BOUND of its start or never."""
+    if not timeout:
+        return {}
+    return {"timeout": timeout, "retry_total": WAL_WRITE_ATTEMPTS - 1, "read_timeout": WAL_READ_TIMEOUT}
 
 
 def translate(e: Exception, what: str) -> Exception:
@@ -280,7 +289,7 @@ class AzureTableStore:
 
     def insert(self, table: str, entity: Mapping[str, Any], *, timeout: int | None = None) -> str:
         try:
-            kw = {"timeout": timeout} if timeout else {}
+            kw = bounded_write(timeout)
             return self._client(table).create_entity(entity, **kw)["etag"]
         except AzureError as e:
             raise translate(e, f"insert into {table}") from e
@@ -404,7 +413,7 @@ class AzureTableStore:
         if not entities:
             return
         try:
-            kw = {"timeout": timeout} if timeout else {}
+            kw = bounded_write(timeout)
             self._client(table).submit_transaction([("create", e) for e in entities], **kw)
         except HttpResponseError as e:
             if getattr(e, "error_code", None) == "EntityAlreadyExists" or e.status_code == 409:
@@ -421,7 +430,7 @@ class AzureTableStore:
         if not operations:
             return []
         try:
-            kw = {"timeout": timeout} if timeout else {}
+            kw = bounded_write(timeout)
             results = self._client(table).submit_transaction(operations, **kw)
             return [str(r.get("etag", "")) for r in results]
         except HttpResponseError as e:

@@ -10,7 +10,9 @@ from .parsing import (
                       check_json_content_type,
                       keyed_request,
                       parse_body,
+                      parse_changes,
                       parse_fields,
+                      parse_history,
                       parse_query,
                       parse_wait,
                       records_from_body,
@@ -19,5 +21,6 @@ from .problems import PROBLEM_JSON, problem, problem_for
 from .responses import ROUTE_PREFIX, accepted_body, operation_location, recovery_body
 
 __all__ = ["ROUTES", "openapi", "MAX_BODY_BYTES", "RESERVED_PARAMS", "check_json_content_type", "parse_body",
-           "parse_query", "parse_fields", "keyed_request", "parse_wait", "records_from_body", "PROBLEM_JSON", "problem",
-           "problem_for", "ROUTE_PREFIX", "accepted_body", "operation_location", "recovery_body"]
+           "parse_query", "parse_fields", "keyed_request", "parse_changes", "parse_history", "parse_wait",
+           "records_from_body", "PROBLEM_JSON", "problem", "problem_for", "ROUTE_PREFIX", "accepted_body",
+           "operation_location", "recovery_body"]

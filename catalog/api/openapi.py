@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..changes import DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT
 from ..service import DEFAULT_LIMIT, MAX_BULK_RECORDS, MAX_DELETE_MATCHES, MAX_LIMIT
 from ..settings import Schema
 from .parsing import MAX_WAIT, RESERVED_PARAMS
@@ -14,6 +15,8 @@ ROUTES = {
     ("records", "GET"): ("get_records", "Query records by index keys"),
     ("records/count", "GET"): ("count_records", "Count the records matching a query"),
     ("records", "DELETE"): ("delete_records", "Delete the records matching a filter"),
+    ("records/history", "GET"): ("get_record_history", "Every version of one record, or the one in effect at a time"),
+    ("changes", "GET"): ("get_changes", "The change feed: every accepted put and delete once, in order"),
     ("operations/{id}", "GET"): ("get_operation", "Status of an accepted operation"),
     ("schema", "GET"): ("get_schema", "The locked schema"),
     ("health", "GET"): ("get_health", "Liveness, checkpoints, pending operations and lag"),
@@ -106,6 +109,31 @@ def openapi(schema: Schema) -> dict:
                                                                  "end.",
                                    "parameters": filter_params + row_params,
                                    "responses": {**ok("Count"), **_problem_responses(400, 503)}}},
+        "/records/history": {"get": {
+            "operationId": "get_record_history", "summary": ROUTES[("records/history", "GET")][1],
+            "description": "The record is named by every index key and its row key. Versions are puts and deletes "
+                           "(a delete carries the record it removed), oldest first; with `as_of`, only the one "
+                           "in effect at that time (none if nothing had been written yet).",
+            "parameters": [{"name": k, "in": "query", "required": True, "schema": string}
+                           for k in dict.fromkeys((*schema.index_keys, schema.row_key)) if k not in RESERVED_PARAMS]
+                          + [{"name": "as_of", "in": "query", "required": False,
+                              "schema": {"type": "string", "format": "date-time"}}],
+            "responses": {**ok("History"), **_problem_responses(400, 503)}}},
+        "/changes": {"get": {
+            "operationId": "get_changes", "summary": ROUTES[("changes", "GET")][1],
+            "description": "Every accepted put and delete exactly once, in position order, up to `frontier` (a "
+                           "time before which no entry can still appear); resume with `after=<next>`. Without "
+                           "`after` or `since`, from the beginning.",
+            "parameters": [{"name": "after", "in": "query", "required": False, "schema": string,
+                            "description": "a position (`position` of an item, or `next`) to read after"},
+                           {"name": "since", "in": "query", "required": False,
+                            "schema": {"type": "string", "format": "date-time"},
+                            "description": "changes accepted at or after this time (not with after)"},
+                           {"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FEED_LIMIT,
+                                       "default": DEFAULT_FEED_LIMIT}},
+                           {**wait, "description": "seconds to wait, when nothing new is final, for a change"}],
+            "responses": {**ok("Changes"), **_problem_responses(400, 503)}}},
         "/operations/{id}": {"get": {"operationId": "get_operation", "summary": ROUTES[("operations/{id}", "GET")][1],
                                      "parameters": [{"name": "id", "in": "path", "required": True, "schema": string},
                                                     wait],
@@ -137,6 +165,15 @@ def openapi(schema: Schema) -> dict:
                            "properties": {"operation": nullable_string,
                                           "status": {"type": "string", "enum": ["pending", "applied"]},
                                           "matched": {"type": "integer"}}},
+        "Change": {"type": "object", "required": ["position", "operation", "kind", "record", "time"],
+                   "properties": {"position": string, "operation": string,
+                                  "kind": {"type": "string", "enum": ["put", "delete"]},
+                                  "record": {"type": "object"}, "time": string}},
+        "Changes": {"type": "object", "required": ["items", "next", "frontier"],
+                    "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Change"}},
+                                   "next": string, "frontier": string}},
+        "History": {"type": "object", "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Change"}}}},
         "Count": {"type": "object", "required": ["count"], "properties": {"count": {"type": "integer"}}},
         "Page": {"type": "object", "required": ["items", "continuation"],
                  "properties": {"items": {"type": "array", "items": {"type": "object"}},

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import codec
+from ..changes import DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT
 from ..errors import RecordTooLargeError, UnsupportedMediaTypeError, ValidationError
 from ..idempotency import KeyedRequest, check_key, fingerprint
 from ..keys import LONE_SURROGATE
@@ -118,3 +119,33 @@ def keyed_request(key: str | None, method: str, route: str, params: Mapping[str,
     if key is None:
         return None
     return KeyedRequest(check_key(key), fingerprint(method, route, dict(params), body))
+
+
+CHANGES_PARAMS = ("after", "since", "limit", "wait", "code")
+
+
+def parse_changes(params: Mapping[str, str]) -> dict:
+    """`GET /changes`: `after` (a position) or `since` (an ISO time), `limit` 1..1000 (default 100),
+    `wait` 0..60 seconds. Anything else is a 400."""
+    unknown = [k for k in params if k not in CHANGES_PARAMS]
+    if unknown:
+        raise ValidationError(f"unknown parameter {codec.printable(unknown[0])}: the change feed takes after or "
+                              "since, limit and wait", field=unknown[0])
+    raw = params.get("limit")
+    limit = DEFAULT_FEED_LIMIT
+    if raw is not None:
+        if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_FEED_LIMIT:
+            raise ValidationError(f"limit must be a whole number from 1 to {MAX_FEED_LIMIT} in plain digits, got "
+                                  f"{codec.printable(raw)}", field="limit")
+        limit = int(raw)
+    return {"after": params.get("after"), "since": params.get("since"), "limit": limit, "wait": parse_wait(params)}
+
+
+def parse_history(params: Mapping[str, str], schema: Schema) -> dict:
+    """`GET /records/history`: the identity (every index key and the row key, nothing else) and `as_of`."""
+    identity = {k: v for k, v in params.items() if k not in ("as_of", "code")}
+    extra = [k for k in identity if k not in schema.key_fields]
+    if extra:
+        raise ValidationError(f"{codec.printable(extra[0])} is not part of a record's identity (the index keys "
+                              f"{', '.join(schema.index_keys)} and the row key {schema.row_key})", field=extra[0])
+    return {"identity": identity, "as_of": params.get("as_of")}

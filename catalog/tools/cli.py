@@ -289,6 +289,9 @@ class _TextSink:
     def write(self, data: bytes) -> int:
         return self.stream.write(data.decode("utf-8"))
 
+    def flush(self) -> None:
+        self.stream.flush()
+
 
 def cmd_recover(ctx: Context) -> int:
     from .status import recover
@@ -296,6 +299,20 @@ def cmd_recover(ctx: Context) -> int:
     result = recover(ctx.service(), ctx.args.since, progress=ctx.progress())
     ctx.emit(result.view(), format_recover)
     return EXIT_PROBLEM if result.stopped_shards else EXIT_OK
+
+
+def cmd_changes(ctx: Context) -> int:
+    from .feed import follow_changes
+
+    a = ctx.args
+    out = ctx.out
+    binary = getattr(out, "buffer", None)
+    sink = binary if binary is not None else _TextSink(out)
+    count = follow_changes(ctx.service(), sink, after=a.after, since=a.since, follow=a.follow,
+                           checkpoint=Path(a.checkpoint) if a.checkpoint else None)
+    if not a.follow:
+        print(f"catalog: {_n(count)} changes", file=ctx.err)
+    return EXIT_OK
 
 
 # -- the parser ------------------------------------------------------------------------------------
@@ -382,8 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--row-key", metavar="FIELD", help="row key field of the new table")
     p.add_argument("--case-sensitive", choices=["true", "false"], help="exact-case matching in the new table")
     p.add_argument("--until", metavar="TIME",
-                   help="apply WAL entries up to this ISO 8601 time (default: 90 s ago, the sweep's settle "
-                        "window, so no entry still being written is passed over)")
+                   help="apply WAL entries up to this ISO 8601 time (default: CATALOG_SETTLE_SECONDS ago, "
+                        "the sweep's settle window, so no entry still being written is passed over)")
     p.add_argument("--save-every", metavar="N", type=_positive, default=500,
                    help="save progress every N entries (default 500; also every 5 s)")
     p.set_defaults(handler=cmd_reindex)
@@ -427,6 +444,26 @@ def build_parser() -> argparse.ArgumentParser:
                               "  python -m catalog recover --since 2024-05-01T00:00:00Z --json")
     p.add_argument("--since", metavar="TIME", help="replay from this ISO 8601 time instead of the checkpoints")
     p.set_defaults(handler=cmd_recover)
+
+    p = sub.add_parser("changes", parents=[common], formatter_class=fmt, help="the change feed, as JSON Lines",
+                       description="Write every accepted put and delete, in order, one JSON object a line "
+                                   "({position, operation, kind, record, time}), up to the frontier (the time "
+                                   "before which no entry can still appear); with --follow, keep waiting for more. "
+                                   "With --checkpoint FILE it starts after the position stored there and stores "
+                                   "each position once its line is written, so a restarted consumer goes on "
+                                   "where it stopped. SIGINT or SIGTERM stop it between two lines; after a "
+                                   "harder stop (SIGKILL, power loss) the last line may come again: drop a line "
+                                   "whose position is not above the last one seen. Output is JSON Lines with or "
+                                   "without --json.",
+                       epilog="examples:\n  python -m catalog changes --since 2024-05-01T00:00:00Z\n"
+                              "  python -m catalog changes --follow --checkpoint pos.txt | my-indexer")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--after", metavar="POSITION", help="start after this position (an item's `position`)")
+    start.add_argument("--since", metavar="TIME", help="start at this ISO 8601 time")
+    p.add_argument("--follow", action="store_true", help="keep waiting for new changes (stop with Ctrl-C)")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="resume after the position stored in FILE (when it exists) and store each position written")
+    p.set_defaults(handler=cmd_changes)
     return parser
 
 

@@ -42,7 +42,7 @@ from ..materializer import Materializer
 from ..service import CatalogService
 from ..settings import Schema, check_table_name
 from ..store import Entity
-from ..wal import PUT, SETTLE_WINDOW, WalEntry, parse_time, ts
+from ..wal import PUT, WalEntry, parse_time, ts
 from .progress import NO_PROGRESS, Progress
 
 META_VERSION = 1
@@ -149,7 +149,7 @@ class _Reindex:
         started = time.monotonic()
         meta = self._meta()
         now = now or self.wal.clock()
-        until_time = parse_time(until) if until is not None else now - SETTLE_WINDOW
+        until_time = parse_time(until) if until is not None else now - self.service.materializer.settle_window
         if until_time > now:
             raise ValidationError(f"--until {until_time.isoformat()} is in the future")
         bound = ts(until_time) + "~"  # every stamp at or before until_time sorts below this
@@ -239,7 +239,8 @@ class _Reindex:
             self.report.removed += self._remove(group, source_identity, payload, entry.stamp,
                                                 keep=keys.row_key if keys else None)
             if keys is not None:
-                self.report.changed += self.index.write(keys, entry.stamp, codec.join_chunks(entry.entity))
+                record = codec.join_chunks(entry.entity)
+                self.report.changed += self.index.write(keys, entry.stamp, record, history=(PUT, record))
             elif problem:
                 self._unindexable(entry.stamp, problem)
         except (EntryError, ValidationError) as e:

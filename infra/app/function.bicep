@@ -51,6 +51,7 @@ param catalogRowKey string
 param catalogCaseSensitive bool
 param catalogSweepSchedule string
 param catalogApplyConcurrency string
+param catalogSettleSeconds string
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
@@ -159,6 +160,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'CATALOG_APPLY_CONCURRENCY'
           value: catalogApplyConcurrency
+        }
+        {
+          name: 'CATALOG_SETTLE_SECONDS'
+          value: catalogSettleSeconds
         }
       ]
     }

@@ -337,10 +337,12 @@ def test_sweep_marks_applied_operations_whose_marks_were_lost_with_one_read_each
     spy = Spy(store)
     svc.wal.store = svc.index.store = spy
     result = svc.sweep(clock.now + timedelta(seconds=1))
-    index_writes = [n for n, args, _ in spy.calls if args and args[0] == svc.index.table
-                    and n in ("insert", "replace", "merge", "delete")]
+    writes = [(n, args[1]["PartitionKey"]) for n, args, _ in spy.calls if args and args[0] == svc.index.table
+              and n in ("insert", "replace", "merge", "delete")]
+    index_writes = [n for n, pk in writes if " " in pk]
     index_reads = [n for n, args, _ in spy.calls if args and args[0] == svc.index.table and n == "get"]
     assert index_writes == ["insert", "insert"]  # only the fourth operation, at its 2 index keys
+    assert [n for n, pk in writes if " " not in pk] == ["insert"]  # and its version in the history
     assert len(index_reads) == 3 + 1  # one per applied operation; the fourth's check found nothing
     assert result.operations == 1 and result.entries == 1
     assert [raw_status(svc, op) for op in ops] == ["applied"] * 4
