@@ -97,10 +97,18 @@ class MarkBuffer:
 
     Losing buffered marks (the process dies) loses nothing: GET /operations/{id} derives the
     status of a pending one-entry operation from the index, and the sweep finds such operations
-    applied with one read and marks them."""
+    applied (their index entity and their history row there, two reads) and marks them.
 
-    def __init__(self, wal: Wal, *, delay: float = MARK_DELAY.total_seconds(), idle: float = MARK_IDLE):
+    A mark may carry its operation's history rows (the library applies a record without them, so
+    an insert costs no request more): they are written before the marks of their batch, so an
+    operation is never marked applied without its history; if the process dies first, the
+    sweep finds the history row missing and applies the operation again."""
+
+    def __init__(self, wal: Wal, *, delay: float = MARK_DELAY.total_seconds(), idle: float = MARK_IDLE,
+                 write_versions: Callable[[list[dict]], None] | None = None):
         self.wal = wal
+        self._write_versions = write_versions
+        self._versions: dict[tuple[str, str], list[dict]] = {}  # (shard, status row) -> its history rows
         self._delay, self._idle = delay, idle
         self._cond = threading.Condition()
         # shard partition -> {status row -> mark}: one mark per WAL row, the latest. A duplicated
@@ -113,8 +121,10 @@ class MarkBuffer:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def add(self, mark: dict) -> None:
+    def add(self, mark: dict, versions: list[dict] | None = None) -> None:
         with self._cond:
+            if versions:
+                self._versions.setdefault((mark["PartitionKey"], mark["RowKey"]), []).extend(versions)
             now = time.monotonic()
             was_empty = not self._pending
             if was_empty:
@@ -154,6 +164,7 @@ class MarkBuffer:
         marks = [m for batch in batches for m in batch]
         for written, mark in enumerate(marks):  # one by one: the SDK's batch needs a thread pool, gone at exit
             try:
+                self._history_of([mark])
                 self.wal.write_marks([mark])
             except CatalogError as e:  # storage is gone: do not retry each of the others at exit
                 self._gave_up(marks[written:], e)
@@ -196,6 +207,11 @@ class MarkBuffer:
         merges, so one mark it will not take costs only that mark; when storage is busy or gone
         the rest waits for the sweep rather than for retries of every piece."""
         try:
+            self._history_of(batch)
+        except Exception as e:  # noqa: BLE001 - never a mark without its history: the sweep applies them again
+            self._gave_up(batch, e)
+            return
+        try:
             self.wal.write_marks(batch)
         except TransientStorageError as e:
             self._gave_up(batch, e)
@@ -207,6 +223,13 @@ class MarkBuffer:
             half = len(batch) // 2
             self._write_one(batch[:half])
             self._write_one(batch[half:])
+
+    def _history_of(self, marks: list[dict]) -> None:
+        """Write the history rows the marks carry (once: a mark written again in halves has them)."""
+        with self._cond:
+            rows = [row for m in marks for row in self._versions.pop((m["PartitionKey"], m["RowKey"]), [])]
+        if rows and self._write_versions is not None:
+            self._write_versions(rows)
 
     def _gave_up(self, marks: list[dict], error: Exception) -> None:
         with self._cond:

@@ -84,6 +84,7 @@ class TableCatalogClient:
     def history(self, identity: Mapping[str, Any], as_of: str | None = None) -> list[Change]:
         """Every version of one record (a dict with its index and row key values), oldest first; with
         `as_of` (ISO 8601), the one in effect at that time."""
+        self.service.flush()  # this client's own recent inserts: their history rows wait with their marks
         return self.service.history(identity, as_of=as_of)
 
     def insert(self, record: dict) -> dict:

@@ -19,6 +19,7 @@ from .keys import SEP, RecordKeys, encode_part
 from .planner import TOMBSTONE, Page, Reader, ReadPlan, plan_read
 from .settings import Schema
 from .store import Entity, TableStore, transactions
+from .wal import SHARDS, parse_operation_id
 
 STAMP = "s"  # TOMBSTONE ("x") is defined with the read path, which filters on it
 META_PARTITION = "meta"  # no index partition is called that: every index PartitionKey holds a space
@@ -38,10 +39,12 @@ class IndexWrite:
     history: tuple[str, bytes] | None = None
 
 
-# History: one entity per version of an identity, in one of 16 partitions `h0`..`hf` picked by the
-# identity's fingerprint (no index partition is called that: every index PartitionKey holds a
-# space), RowKey `<fingerprint> <stamp>`: so an identity's versions are one RowKey range, in order,
-# and a bulk write's versions share 16 partitions, so they go out as few transactions.
+# History: one entity per version of an identity, RowKey `<fingerprint> <stamp>`, in the history
+# partition of the WAL shard the version was written in: `h00`..`h15` (no index partition is called
+# that: every index PartitionKey holds a space). So the versions one apply unit writes share a
+# partition and go out as few transactions (a bulk operation, a group of one-record writes and a
+# library client each write one shard), and an identity's versions are one RowKey range in each of
+# the 16 partitions, read together: the cost of a history is its versions, never the catalog's.
 HISTORY_PREFIX = "h"
 
 
@@ -49,13 +52,13 @@ def fingerprint_of(keys: RecordKeys) -> str:
     return keys.row_key.rsplit(SEP, 1)[1]
 
 
-def history_partition(keys: RecordKeys) -> str:
-    return HISTORY_PREFIX + fingerprint_of(keys)[0]
+def history_partition(shard: int) -> str:
+    return f"{HISTORY_PREFIX}{shard:02d}"
 
 
 def history_entity(keys: RecordKeys, stamp: str, kind: str, record: bytes) -> dict:
-    return {"PartitionKey": history_partition(keys), "RowKey": f"{fingerprint_of(keys)}{SEP}{stamp}", "k": kind,
-            **codec.chunk_properties(record)}
+    return {"PartitionKey": history_partition(parse_operation_id(stamp.rsplit("-", 1)[0])),
+            "RowKey": f"{fingerprint_of(keys)}{SEP}{stamp}", "k": kind, **codec.chunk_properties(record)}
 
 
 class Index:
@@ -267,11 +270,29 @@ class Index:
         except ConflictError:
             return False  # rewritten since we read it: not ours to collect
 
+    def has_version(self, keys: RecordKeys, stamp: str) -> bool:
+        """Whether the history holds the version `stamp` wrote (one read)."""
+        pk = history_partition(parse_operation_id(stamp.rsplit("-", 1)[0]))
+        return self.store.get(self.table, pk, f"{fingerprint_of(keys)}{SEP}{stamp}") is not None
+
+    def write_versions(self, rows: Sequence[dict]) -> None:
+        """History rows (history_entity) written apart from their index entities, by partition."""
+        by_partition: dict[str, list[dict]] = {}
+        for row in rows:
+            by_partition.setdefault(row["PartitionKey"], []).append(row)
+        for partition in by_partition.values():
+            for batch in transactions(sorted(partition, key=lambda e: e["RowKey"])):
+                self._write_versions(batch)
+
     def history(self, keys: RecordKeys) -> list[Entity]:
         """Every version of one identity, oldest first: one range of one history partition, so the
         cost grows with the identity's versions, never with the catalog."""
-        pk, prefix = history_partition(keys), fingerprint_of(keys) + SEP
-        return list(self.store.query(self.table, pk, rk_gt=prefix, rk_lt=fingerprint_of(keys) + "!"))
+        low, high = fingerprint_of(keys) + SEP, fingerprint_of(keys) + "!"
+
+        def shard(s: int) -> list[Entity]:
+            return list(self.store.query(self.table, history_partition(s), rk_gt=low, rk_lt=high))
+        versions = [v for found in self.reader.each(shard, range(SHARDS)) for v in found]
+        return sorted(versions, key=lambda v: v["RowKey"])
 
     # -- read (planned in planner.py) -----------------------------------------------------------
     def plan(self, filters: Mapping[str, Any], *, row_from: str | None = None, row_to: str | None = None,

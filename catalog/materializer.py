@@ -18,13 +18,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from . import codec
 from .errors import CatalogError, EntryError, TransientStorageError, ValidationError
-from .index import Index, IndexWrite
+from .index import Index, IndexWrite, history_entity
 from .keys import record_keys
 from .settings import DEFAULT_APPLY_CONCURRENCY, Schema
 from .store import MAX_BATCH, Entity
@@ -60,6 +60,7 @@ class ApplyResult:
     checkpoints: dict[int, str] = field(default_factory=dict)
     tombstones_collected: int = 0
     keys_collected: int = 0
+    versions: list[dict] = field(default_factory=list)  # history rows left to the caller (apply_unit)
 
     def view(self) -> dict:
         """The one rendering of a result, for the recover route and `catalog recover --json` alike."""
@@ -127,15 +128,21 @@ class Materializer:
         record = codec.join_chunks(entry.entity)
         return IndexWrite(keys, entry.stamp, record if entry.kind == PUT else None, (entry.kind, record))
 
-    def reflected(self, entry: WalEntry) -> Entity | None:
+    def reflected(self, entry: WalEntry, *, with_history: bool = False) -> Entity | None:
         """The index entity showing this entry (or a later operation on its identity), if the index
-        shows it. One read. None for an entry that cannot be applied."""
+        shows it. One read; `with_history`: and its version is in the history (a second read), which
+        is what "applied" means to the sweep. None for an entry that cannot be applied."""
         try:
             payload = entry.payload()
             keys = record_keys(self.schema, payload) if isinstance(payload, dict) else None
         except (EntryError, ValidationError):
             return None
-        return self.index.holding(keys, entry.stamp) if keys is not None else None
+        if keys is None:
+            return None
+        shown = self.index.holding(keys, entry.stamp)
+        if shown is not None and with_history and not self.index.has_version(keys, entry.stamp):
+            return None
+        return shown
 
     # -- one operation -----------------------------------------------------------------------
     def apply_operation(self, op_id: str, *, final: bool = False) -> ApplyResult:
@@ -145,15 +152,18 @@ class Materializer:
         return self.apply_unit([Unit(op_id, header, entries)], final=final)
 
     def apply_entries(self, op_id: str, entries: list[WalEntry], header: Mapping[str, Any] | None = None,
-                      *, final: bool = False, mark: bool = True) -> ApplyResult:
-        return self.apply_unit([Unit(op_id, header, entries, mark)], final=final)
+                      *, final: bool = False, mark: bool = True, history: bool = True) -> ApplyResult:
+        return self.apply_unit([Unit(op_id, header, entries, mark)], final=final, history=history)
 
-    def apply_unit(self, ops: Sequence[Unit], *, final: bool) -> ApplyResult:
+    def apply_unit(self, ops: Sequence[Unit], *, final: bool, history: bool = True) -> ApplyResult:
         """Apply several operations as one unit: every valid entry of all of them in one batched
         `Index.write_many`, then each operation's status. An entry that cannot be applied fails
         its own operation only (recorded when `final`, else EntryError after the others are
         written, so the queue retries the message); storage errors propagate before any status
-        is written, so nothing reads applied that is not."""
+        is written, so nothing reads applied that is not.
+
+        history=False leaves the entries' history rows to the caller (`ApplyResult.versions`), who
+        must write them before the operations' applied marks (the library buffers both)."""
         writes: list[IndexWrite] = []
         failures: dict[str, list[tuple[str, str]]] = {}
         for op in ops:
@@ -162,8 +172,11 @@ class Materializer:
                     writes.append(self.write_of(entry))
                 except (EntryError, ValidationError) as e:
                     failures.setdefault(op.op_id, []).append((entry.stamp, str(e)))
+        versions = [] if history else [history_entity(w.keys, w.stamp, *w.history) for w in writes if w.history]
+        if not history:
+            writes = [replace(w, history=None) for w in writes]
         changed = self.index.write_many(writes, pool=self.writers()) if writes else 0
-        result = ApplyResult(operations=len(ops), changed=changed)
+        result = ApplyResult(operations=len(ops), changed=changed, versions=versions)
         raising: dict[str, str] = {}
         applied: dict[tuple[str, str], dict] = {}  # one mark per status row, written together
         for op in ops:
@@ -266,7 +279,8 @@ class Materializer:
         try:
             for op_id, header, entries, last_rk in _groups(self.wal.scan(shard, after=start, before=before)):
                 if skip_finished and header is not None and header.get("status") == PENDING \
-                        and len(entries) == 1 and entries[0].entity is header and self.reflected(entries[0]):
+                        and len(entries) == 1 and entries[0].entity is header \
+                        and self.reflected(entries[0], with_history=True):
                     # The queue trigger applied it but its buffered mark was lost: one read
                     # instead of applying it again, and the mark goes out in a batch.
                     marks.append(self.wal.mark_entity(op_id, header["RowKey"], APPLIED))

@@ -29,10 +29,10 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import codec
 from .errors import ValidationError
@@ -53,6 +53,7 @@ from .keys import (
 from .settings import Schema
 from .store import TableStore
 
+T = TypeVar("T")
 TOMBSTONE = "x"  # the index entity's tombstone flag (index.TOMBSTONE)
 MAX_PAGE = 1000  # Azure returns at most 1,000 entities per query request
 COUNT_FIRST_PAGE = 100  # the first round of a count, which has no page size of its own
@@ -227,6 +228,10 @@ class Reader:
             run.count += 1
             if want is not None and len(run.matches) < want:
                 run.matches.append((e["RowKey"], record))
+
+    def each(self, work: Callable[[int], T], items: Iterable[int]) -> list[T]:
+        """`work` on each item, on the reader's threads, results in order."""
+        return list(self._threads().map(work, items))
 
     def _threads(self) -> ThreadPoolExecutor:
         with self._lock:

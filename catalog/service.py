@@ -78,7 +78,7 @@ class CatalogService:
         # to one WAL shard, so its marks batch up: a lost multi-entry mark means the sweep applies
         # that operation once more, which is a no-op. Other direct applies (the CLI) mark at once.
         self.shard = shard
-        self.marks = MarkBuffer(wal)
+        self.marks = MarkBuffer(wal, write_versions=index.write_versions)
         self.keys = IdempotencyKeys(wal)
         self.feed = ChangeFeed(wal, materializer.settle_window)
         self.defer_all_marks = deferred_marks
@@ -246,10 +246,13 @@ class CatalogService:
         entries = [self.wal.entry(shard, e) for e in entities if e["kind"] != HEADER]
         if apply_now or not pending:
             deferred = bool(pending) and self.defer_all_marks
-            self.materializer.apply_entries(op_id, entries, header, final=True, mark=not deferred)
+            # The library's one-record insert leaves its history row to the mark buffer too (written
+            # before the mark, in batches): the insert costs one WAL and the index writes only.
+            result = self.materializer.apply_entries(op_id, entries, header, final=True, mark=not deferred,
+                                                     history=not (deferred and len(pending) == 1))
             if deferred:
                 self.marks.add(self.wal.mark_entity(op_id, header["RowKey"], APPLIED,
-                                                    finished=self.wal.clock().isoformat()))
+                                                    finished=self.wal.clock().isoformat()), result.versions)
             return Accepted(op_id, APPLIED, len(pending))
         self._enqueue([(op_id, entries)])
         return Accepted(op_id, PENDING, len(pending))

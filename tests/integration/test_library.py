@@ -216,3 +216,30 @@ def test_a_wal_written_with_another_shard_count_is_refused(client, storage_conne
     wal.store.merge(wal.table, {"PartitionKey": "meta", "RowKey": lock["RowKey"], "shards": SHARDS * 2})
     with pytest.raises(WalLayoutError, match=f"written with {SHARDS * 2} shards"):
         TableCatalogClient(storage_connection, client.service.index.table, None, "sku,category", "name")
+
+
+def test_a_library_insert_writes_its_history_row_with_its_mark_and_the_sweep_covers_a_lost_one(storage_connection):
+    from datetime import timedelta
+
+    from catalog import codec
+    from catalog.keys import record_keys
+
+    client = TableCatalogClient(storage_connection, unique("t"), index_keys="sku,category", row_key="name")
+    svc = client.service
+    record = {"sku": "h", "category": "c", "name": "n"}
+    client.insert(record)  # applied before it returns; its history row waits with its status mark
+    keys = record_keys(svc.schema, record)
+    client.close()  # the buffer is written: history row, then the mark
+    [version] = svc.index.history(keys)
+    assert codec.decode_payload(version) == record
+    # An insert whose buffered mark and history row die with the process: the sweep finds the row
+    # missing, applies the operation again (a no-op on the index) and writes it, then the mark.
+    again = dict(record, v=2)
+    client.insert(again)
+    svc.marks._take()
+    svc.marks._versions.clear()
+    assert [codec.decode_payload(v) for v in svc.index.history(keys)] == [record]
+    result = svc.sweep(svc.wal.clock() + timedelta(hours=1))
+    assert result.operations == 1 and result.changed == 0
+    assert [codec.decode_payload(v) for v in svc.index.history(keys)] == [record, again]
+    assert client.history(record)[-1].record == again

@@ -323,7 +323,7 @@ def test_a_superseded_one_record_operation_reads_applied(store):
     assert svc.operation(newer)["status"] == "applied"
 
 
-def test_sweep_marks_applied_operations_whose_marks_were_lost_with_one_read_each(store):
+def test_sweep_marks_applied_operations_whose_marks_were_lost_with_two_reads_each(store):
     from catalog.batching import MarkBuffer
 
     clock = StepClock()
@@ -343,7 +343,8 @@ def test_sweep_marks_applied_operations_whose_marks_were_lost_with_one_read_each
     index_reads = [n for n, args, _ in spy.calls if args and args[0] == svc.index.table and n == "get"]
     assert index_writes == ["insert", "insert"]  # only the fourth operation, at its 2 index keys
     assert [n for n, pk in writes if " " not in pk] == ["insert"]  # and its version in the history
-    assert len(index_reads) == 3 + 1  # one per applied operation; the fourth's check found nothing
+    # Per applied operation its last index entity and its history row; the fourth's first read found nothing.
+    assert len(index_reads) == 3 * 2 + 1
     assert result.operations == 1 and result.entries == 1
     assert [raw_status(svc, op) for op in ops] == ["applied"] * 4
     assert svc.health(clock.now)["pending"] == 0

@@ -105,3 +105,27 @@ def test_a_storage_error_in_the_writer_does_not_stop_it():
     wait_until(lambda: not store.fail, what="the failed write")
     buffer.add(mark(wal, second))
     wait_until(lambda: statuses(wal, 2) == [PENDING, APPLIED], what="the next mark written")
+
+
+def test_history_rows_a_mark_carries_are_written_before_it_and_a_failure_keeps_the_mark_back():
+    from catalog.errors import StorageError
+
+    wal = Wal(MemoryTableStore(), unique("w"))
+    wal.create()
+    events: list[str] = []
+
+    def versions(rows):
+        events.append("history " + ",".join(r["RowKey"] for r in rows))
+        if any(r["RowKey"] == "bad" for r in rows):
+            raise StorageError("refused")
+
+    buffer = MarkBuffer(wal, idle=600, delay=600, write_versions=versions)
+    first, second, third = logged_ops(wal, 3, 3)
+    buffer.add(mark(wal, first), [{"PartitionKey": "h0", "RowKey": "v1"}])
+    buffer.add(mark(wal, second))
+    buffer.flush()
+    assert events == ["history v1"] and statuses(wal, 3) == [APPLIED, APPLIED, PENDING]
+    buffer.add(mark(wal, third), [{"PartitionKey": "h0", "RowKey": "bad"}])
+    buffer.flush()
+    # Its history did not go in, so neither does its mark: the sweep applies that operation again.
+    assert statuses(wal, 3) == [APPLIED, APPLIED, PENDING] and buffer.unwritten == 1
