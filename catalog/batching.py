@@ -117,6 +117,7 @@ class MarkBuffer:
         self._pending: dict[str, dict[str, dict]] = {}
         self.unwritten = 0  # marks this instance gave up on (the sweep marks those); shown on /health
         self._oldest = self._latest = 0.0
+        self._in_flight = 0  # batches taken from the buffer and not yet written
         self._writer: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -133,12 +134,13 @@ class MarkBuffer:
             batch = self._pending.setdefault(mark["PartitionKey"], {})
             batch[mark["RowKey"]] = mark
             full = [list(self._pending.pop(mark["PartitionKey"]).values())] if len(batch) >= MAX_BATCH else []
+            self._in_flight += len(full)
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._run, name="catalog-status-marks", daemon=True)
                 self._writer.start()
             elif was_empty:
                 self._cond.notify()  # otherwise the writer is in a timed wait already: no wake-up per mark
-        self._write(full)
+        self._written(full)
 
     def _run(self) -> None:
         while True:
@@ -153,14 +155,29 @@ class MarkBuffer:
                     self._cond.wait(wait)
                     continue
                 batches = self._take()
-            self._write(batches)
+            self._written(batches)
 
-    def flush(self, *, batched: bool = True) -> None:
+    def _written(self, batches: list[list[dict]]) -> None:
+        """Write batches taken from the buffer (counted in flight since), then say they are done."""
+        try:
+            self._write(batches)
+        finally:
+            with self._cond:
+                self._in_flight -= len(batches)
+                self._cond.notify_all()
+
+    def flush(self, *, batched: bool = True, timeout: float = 30.0) -> None:
+        """Write what is buffered, and wait for what the writer thread is writing: afterwards every
+        mark added before (and its history rows) is in storage, or given up on."""
         with self._cond:
             batches = self._take()
         if batched:
-            self._write(batches)
+            self._written(batches)
+            with self._cond:
+                self._cond.wait_for(lambda: self._in_flight == 0, timeout)
             return
+        with self._cond:
+            self._in_flight -= len(batches)  # written here one by one, below
         marks = [m for batch in batches for m in batch]
         for written, mark in enumerate(marks):  # one by one: the SDK's batch needs a thread pool, gone at exit
             try:
@@ -170,9 +187,20 @@ class MarkBuffer:
                 self._gave_up(marks[written:], e)
                 return
 
+    def discard(self) -> int:
+        """Forget what is buffered, as a process that dies does (the sweep marks those operations,
+        writing their history first). Returns how many marks were dropped."""
+        with self._cond:
+            dropped = sum(len(batch) for batch in self._pending.values())
+            self._pending.clear()
+            self._versions.clear()
+            return dropped
+
     def _take(self) -> list[list[dict]]:
+        """Every pending batch, out of the buffer and counted in flight (call with the lock held)."""
         batches = [list(batch.values()) for batch in self._pending.values()]
         self._pending.clear()
+        self._in_flight += len(batches)
         return batches
 
     def _write(self, batches: list[list[dict]]) -> None:

@@ -8,7 +8,7 @@ entry stamped earlier can still appear (settings.py has the argument). So a page
 consumer that resumes after any `next` it was given never misses an entry nor sees one twice.
 
 A page merges the 16 shards: each shard is read from the position in RowKey order, a page at a
-time (the first about limit/16 entries, doubling for a shard that needs more), and entries are
+time (the first about limit/16 entries, four times more for a shard read again), and entries are
 handed out in stamp order up to the lowest position every shard still being read has reached. Its
 cost is one request per shard plus what a skewed shard needs, and the entries read.
 

@@ -236,8 +236,7 @@ def test_a_library_insert_writes_its_history_row_with_its_mark_and_the_sweep_cov
     # missing, applies the operation again (a no-op on the index) and writes it, then the mark.
     again = dict(record, v=2)
     client.insert(again)
-    svc.marks._take()
-    svc.marks._versions.clear()
+    assert svc.marks.discard() == 1
     assert [codec.decode_payload(v) for v in svc.index.history(keys)] == [record]
     result = svc.sweep(svc.wal.clock() + timedelta(hours=1))
     assert result.operations == 1 and result.changed == 0

@@ -129,3 +129,27 @@ def test_history_rows_a_mark_carries_are_written_before_it_and_a_failure_keeps_t
     buffer.flush()
     # Its history did not go in, so neither does its mark: the sweep applies that operation again.
     assert statuses(wal, 3) == [APPLIED, APPLIED, PENDING] and buffer.unwritten == 1
+
+
+def test_flush_waits_for_what_the_writer_thread_is_writing():
+    import threading
+
+    wal = Wal(MemoryTableStore(), unique("w"))
+    wal.create()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_versions(rows):
+        entered.set()
+        release.wait(10)
+
+    buffer = MarkBuffer(wal, idle=0.01, delay=0.01, write_versions=slow_versions)
+    [op] = logged_ops(wal, 5, 1)
+    buffer.add(mark(wal, op), [{"PartitionKey": "h05", "RowKey": "v"}])
+    assert entered.wait(10)  # the writer thread took the batch and is writing its history row
+    flushing = threading.Thread(target=buffer.flush)
+    flushing.start()
+    flushing.join(0.3)
+    assert flushing.is_alive()  # a reader who flushed must not look before that batch is written
+    release.set()
+    flushing.join(10)
+    assert not flushing.is_alive() and statuses(wal, 5) == [APPLIED]
