@@ -285,7 +285,7 @@ def main() -> int:
     for label, c in counts.items():
         print(f"- {label}: {bench_http.describe_counts(c)}")
     print("- plain program, new or updated: 10 transactions (the shared partition) + 1,000 single requests (one "
-          "sku each) + a transaction per history partition holding versions (16) = 1,026")
+          "sku each) + 10 transactions of history rows (100 versions each, one shard's partition) = 1,020")
     return 0
 
 

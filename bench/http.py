@@ -30,11 +30,11 @@ What is measured (time.perf_counter everywhere; every phase warmed up first):
    being empty (the host deletes a message only after the function returned, i.e. after the
    operation was applied; Azurite's message count includes invisible messages) and the last
    status mark's write (the app writes one-record operations' marks in the background: taken
-   from the newest WAL entity's Timestamp), once /api/health shows `pending: 0`. Index
-   entities = records x 2 index keys. The average number of
+   from the newest WAL entity's Timestamp), once /api/health shows `pending: 0`. Entities =
+   records x (2 index keys + 1 history row). The average number of
    functions running is the sum of the durations the host logged divided by the drain time.
-   Next to it: plain azure-data-tables `upsert_entity` of the very same index entities (same
-   keys, properties and sizes, built with the catalog's own key and record encoding) into a fresh
+   Next to it: plain azure-data-tables `upsert_entity` of the very same entities, history rows
+   included (same keys, properties and sizes, built with the catalog's own key and record encoding) into a fresh
    table, from as many threads as the host may run messages at once (host.json batchSize +
    newBatchThreshold = 24) sharing one TableClient (the SDK's default transport, with a
    connection pool of that many connections), as the host's appliers share the catalog's;
@@ -97,6 +97,7 @@ from azure.storage.queue import QueueClient  # noqa: E402
 
 from catalog import codec  # noqa: E402
 from catalog.bootstrap import build_service  # noqa: E402
+from catalog.index import history_entity  # noqa: E402
 from catalog.keys import record_keys  # noqa: E402
 from catalog.settings import Schema, Settings  # noqa: E402
 from devhost.azurite import Azurite, free_port, stop_process_group  # noqa: E402
@@ -473,16 +474,22 @@ def drain(host: HostProcess, queue: QueueClient, timeout: float, poll: float = 0
     return max(empty_at, marked_at) - t0, health
 
 
+ENTITIES_PER_RECORD = len(INDEX_KEYS) + 1  # its index entities and its version in the history
+
+
 def index_entities(records: list[dict], rng: random.Random) -> list[dict]:
     """Exactly what the materializer writes for these records: keys from catalog.keys, the record
-    JSON in binary chunks (catalog.codec), a stamp like a WAL RowKey and the tombstone flag."""
+    JSON in binary chunks (catalog.codec), a stamp like a WAL RowKey and the tombstone flag; and the
+    record's version in its history (catalog.index.history_entity)."""
     out = []
     for r in records:
         keys = record_keys(SCHEMA, r)
         stamp = f"20250101T000000{rng.randrange(10**6):06d}Z-{rng.randrange(16):02d}{secrets.token_hex(5)}-00000"
-        props = {"s": stamp, "x": False, **codec.chunk_properties(codec.dumps(r))}
+        data = codec.dumps(r)
+        props = {"s": stamp, "x": False, **codec.chunk_properties(data)}
         for pk in keys.partition_keys:
             out.append({"PartitionKey": pk, "RowKey": keys.row_key, **props})
+        out.append(history_entity(keys, stamp, "put", data))
     return out
 
 
@@ -573,7 +580,7 @@ def cpu_pair(trigger: Cpu, entities: int, plain: PlainRun) -> str:
 class Materialized:
     """One backlog drained by a fresh host's queue trigger, next to plain upserts of its entities."""
     seconds: float
-    rate: float  # index entities/s
+    rate: float  # entities/s: index entities and history rows
     plain_rate: float
     in_flight: float  # functions running on average
     cpu_pair: str
@@ -901,7 +908,7 @@ def main(argv=None) -> int:
         # 4a. The single-record backlog, applied by a fresh host's queue trigger; the plain upserts of
         # the same entities run half right before and half right after, so drift hits both alike.
         singles_ops = total_singles
-        single_entities = singles_ops * len(INDEX_KEYS)
+        single_entities = singles_ops * ENTITIES_PER_RECORD
         queue = QueueClient.from_connection_string(conn, f"{singles_table}-wal")
         depth = queue_depth(queue)
         if not 0 < depth <= singles_ops:  # group commit puts concurrent one-record writes in one message
@@ -944,7 +951,7 @@ def main(argv=None) -> int:
 
         # 4b. The bulk backlog, same procedure as 4a.
         bulk_ops = args.bulk_requests + 2
-        bulk_entities = bulk_ops * args.bulk_size * len(INDEX_KEYS)
+        bulk_entities = bulk_ops * args.bulk_size * ENTITIES_PER_RECORD
         queue_b = QueueClient.from_connection_string(conn, f"{bulk_table}-wal")
         depth = queue_depth(queue_b)
         if depth != bulk_ops:
