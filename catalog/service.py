@@ -448,10 +448,14 @@ class CatalogService:
         a lower bound, `pending_at_least`), and the oldest is the first after the checkpoint."""
         now = now or self.wal.clock()
         shards, pending, oldest, capped = [], 0, None, False
-        for shard in range(SHARDS):
+
+        def read(shard: int) -> tuple[str, list[str]]:  # a shard's checkpoint and its first pending rows
             checkpoint = self.wal.checkpoint(shard)
+            return checkpoint, [e["RowKey"] for e in self.wal.pending(shard, after=checkpoint,
+                                                                       limit=HEALTH_PENDING_CAP)]
+        # The shards are read together: 32 requests one after the other would be the answer's latency.
+        for shard, (checkpoint, rows) in enumerate(self.index.reader.each(read, range(SHARDS))):
             lag = (now - time_of(checkpoint)).total_seconds() if checkpoint else None
-            rows = [e["RowKey"] for e in self.wal.pending(shard, after=checkpoint, limit=HEALTH_PENDING_CAP)]
             if rows and (oldest is None or rows[0] < oldest):
                 oldest = rows[0]
             capped = capped or len(rows) >= HEALTH_PENDING_CAP
