@@ -25,8 +25,7 @@ import re
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,23 +119,22 @@ class _Cursor:
     shards: list[_Shard]
 
 
-class ChangeFeed:
-    """Reads the WAL in stamp order up to the frontier. Owns the threads it reads shards on."""
+def _one_by_one(work: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    return [work(item) for item in items]
 
-    def __init__(self, wal: Wal, settle_window: timedelta, clock: Callable[[], datetime] | None = None):
+
+class ChangeFeed:
+    """Reads the WAL in stamp order up to the frontier. `each(work, items)` runs work on items
+    together (the service gives its reader's threads), so the shards are read at once."""
+
+    def __init__(self, wal: Wal, settle_window: timedelta, clock: Callable[[], datetime] | None = None,
+                 each: Callable[[Callable[[Any], Any], Iterable[Any]], list[Any]] = _one_by_one):
         self.wal = wal
         self.settle_window = settle_window
         self.clock = clock or wal.clock
-        self._pool: ThreadPoolExecutor | None = None
+        self._each = each
         self._lock = threading.Lock()
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
-
-    def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-            self._cursors.clear()
-        if pool is not None:
-            pool.shutdown(wait=False)
 
     def frontier(self, now: datetime | None = None) -> datetime:
         return (now or self.clock()) - self.settle_window
@@ -206,17 +204,6 @@ class ChangeFeed:
             if e.get("kind") in (PUT, DELETE):  # not a header
                 sh.buffered.append((rk, e["kind"], e))
 
-    def _each(self, work: Callable[[_Shard], None], shards: list[_Shard]) -> None:
-        if len(shards) <= 1:
-            for sh in shards:
-                work(sh)
-            return
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(SHARDS, thread_name_prefix="catalog-feed")
-            pool = self._pool
-        list(pool.map(work, shards))
-
     def wait_page(self, after: str, limit: int, wait: float) -> FeedPage:
         """`page`, or, while it is empty, until an entry becomes final or `wait` seconds pass."""
         deadline = time.monotonic() + wait
@@ -234,15 +221,13 @@ class ChangeFeed:
 
     def next_stamp(self, after: str) -> str | None:
         """The lowest stamp after the position in any shard, final or not (one request per shard)."""
-        found: list[str] = []
-
-        def first(sh: _Shard) -> None:
-            for e in self.wal.store.query(self.wal.table, shard_partition(sh.shard), rk_gt=after, rk_lt=STAMP_END,
+        def first(shard: int) -> str | None:
+            for e in self.wal.store.query(self.wal.table, shard_partition(shard), rk_gt=after, rk_lt=STAMP_END,
                                           page_size=1, select=("kind",)):
                 if e.get("kind") != HEADER:
-                    found.append(e["RowKey"])
-                    return
-        self._each(first, [_Shard(s, 1) for s in range(SHARDS)])
+                    return e["RowKey"]
+            return None
+        found = [stamp for stamp in self._each(first, range(SHARDS)) if stamp is not None]
         return min(found) if found else None
 
     def changes(self, after: str = "") -> Iterator[Change]:

@@ -76,6 +76,11 @@ class KeyedRequest:
     def shard(self) -> int:
         return int(self.hash[:8], 16) % SHARDS
 
+    @property
+    def claim_key(self) -> tuple[str, str]:
+        """(PartitionKey, RowKey) of this key's claim."""
+        return shard_partition(self.shard), CLAIM + self.hash
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -118,7 +123,7 @@ class IdempotencyKeys:
         waited_until = time.monotonic() + self.in_flight_wait
         pause = 0.05
         while True:
-            held = self.store.get(self.table, shard_partition(request.shard), CLAIM + request.hash)
+            held = self.store.get(self.table, *request.claim_key)
             now = self.clock()
             if held is not None and not self._expired(held, now):
                 if held.get("request") != request.fingerprint:
@@ -141,8 +146,8 @@ class IdempotencyKeys:
                 continue  # another request claimed it (or took it over) first: look again
 
     def _claim(self, request: KeyedRequest, answer: Answer, now: datetime, replacing: Entity | None) -> Claim:
-        pk = shard_partition(request.shard)
-        claim = {"PartitionKey": pk, "RowKey": CLAIM + request.hash, "request": request.fingerprint,
+        pk, rk = request.claim_key
+        claim = {"PartitionKey": pk, "RowKey": rk, "request": request.fingerprint,
                  "operation": answer.operation or "", "answered": answer.status, "count": answer.count,
                  "created": now.isoformat(), "state": WRITING}
         # One expiry row per claim written (a take-over writes its own), named by the hour it was
@@ -162,8 +167,7 @@ class IdempotencyKeys:
         """Give up a claim whose write failed (best effort, and only if it is still this one), so a
         retry can write at once instead of waiting for the claim to go stale."""
         try:
-            self.store.delete(self.table, shard_partition(claim.request.shard), CLAIM + claim.request.hash,
-                              etag=claim.etag)
+            self.store.delete(self.table, *claim.request.claim_key, etag=claim.etag)
         except CatalogError:
             pass  # finished after all, taken over, or storage is down: a retry reads what is there
 

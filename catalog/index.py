@@ -8,7 +8,7 @@ times, with crashes between the fan-out writes, converges to "each identity's la
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +56,23 @@ def history_partition(shard: int) -> str:
     return f"{HISTORY_PREFIX}{shard:02d}"
 
 
+def version_key(keys: RecordKeys, stamp: str) -> tuple[str, str]:
+    """(PartitionKey, RowKey) of the history row of the version `stamp` wrote."""
+    return history_partition(parse_operation_id(stamp.rsplit("-", 1)[0])), f"{fingerprint_of(keys)}{SEP}{stamp}"
+
+
 def history_entity(keys: RecordKeys, stamp: str, kind: str, record: bytes) -> dict:
-    return {"PartitionKey": history_partition(parse_operation_id(stamp.rsplit("-", 1)[0])),
-            "RowKey": f"{fingerprint_of(keys)}{SEP}{stamp}", "k": kind, **codec.chunk_properties(record)}
+    pk, rk = version_key(keys, stamp)
+    return {"PartitionKey": pk, "RowKey": rk, "k": kind, **codec.chunk_properties(record)}
+
+
+def version_batches(rows: Iterable[dict]) -> list[list[dict]]:
+    """History rows cut into transactions: by partition, each version once, in RowKey order."""
+    by_partition: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_partition.setdefault(row["PartitionKey"], {})[row["RowKey"]] = row
+    return [batch for partition in by_partition.values()
+            for batch in transactions(sorted(partition.values(), key=lambda e: e["RowKey"]))]
 
 
 class Index:
@@ -68,17 +82,7 @@ class Index:
         self.schema = schema
         self._existing = 0.0  # moving share of written entities that existed already
         self._lock = threading.Lock()
-        self.reader = Reader(store, table)
-
-    @property
-    def store(self) -> TableStore:
-        return self._store
-
-    @store.setter
-    def store(self, store: TableStore) -> None:
-        self._store = store  # the reader reads through the same store (tests wrap it to count)
-        if hasattr(self, "reader"):
-            self.reader.store = store
+        self.reader = Reader(self)
 
     def create(self) -> None:
         self.store.create_table(self.table)
@@ -118,17 +122,13 @@ class Index:
         `holding` relies on: a record's last index key is written only once all its other keys
         are, so an operation whose last entity is there has been applied everywhere.
 
-        Each item's `history` (its kind and record) is written too, in the first phase: one entity
-        per version in the identity's history partition (history_entity), insert-or-merge in
-        transactions per partition, since a version's content never changes."""
+        Each item's `history` (its kind and record) is written too, in the first phase: one row per
+        version (history_entity), created in transactions per history partition (_write_versions)."""
         newest: dict[tuple[str, str], dict[str, Any]] = {}
         last_pk: dict[str, str] = {}
-        versions: dict[str, dict[str, dict]] = {}
+        versions = [history_entity(i.keys, i.stamp, *i.history) for i in items if i.history is not None]
         for item in items:
             keys, stamp, data = item.keys, item.stamp, item.data
-            if item.history is not None:
-                version = history_entity(keys, stamp, *item.history)
-                versions.setdefault(version["PartitionKey"], {})[version["RowKey"]] = version
             props: dict[str, Any] = {STAMP: stamp, TOMBSTONE: data is None}
             if data is not None:
                 props.update(codec.chunk_properties(data))
@@ -141,19 +141,18 @@ class Index:
         for (pk, rk), entity in newest.items():
             phases[1 if last_pk[rk] == pk else 0].setdefault(pk, []).append(entity)
         changed = 0
-        for phase, history in zip(phases, (versions, {}), strict=True):
+        for phase, history in zip(phases, (versions, []), strict=True):
             changed += self._write_partitions(phase, pool, history)
         return changed
 
     def _write_partitions(self, partitions: dict[str, list[dict]], pool: Executor | None,
-                          history: dict[str, dict[str, dict]]) -> int:
+                          history: list[dict]) -> int:
         work: list[tuple[Callable[[list[dict]], int], list[dict]]] = [
             (self._write_batch, batch) for entities in partitions.values()
             for batch in transactions(sorted(entities, key=lambda e: e["RowKey"]))]
         # Multi-entity batches first: what they find tells the single entities whether to read first.
         work.sort(key=lambda w: len(w[1]), reverse=True)
-        work += [(self._write_versions, batch) for rows in history.values()
-                 for batch in transactions(sorted(rows.values(), key=lambda e: e["RowKey"]))]
+        work += [(self._write_versions, batch) for batch in version_batches(history)]
         if pool is None or len(work) <= 1:
             return sum(write(batch) for write, batch in work)
         return sum(pool.map(lambda w: w[0](w[1]), work))
@@ -272,21 +271,16 @@ class Index:
 
     def has_version(self, keys: RecordKeys, stamp: str) -> bool:
         """Whether the history holds the version `stamp` wrote (one read)."""
-        pk = history_partition(parse_operation_id(stamp.rsplit("-", 1)[0]))
-        return self.store.get(self.table, pk, f"{fingerprint_of(keys)}{SEP}{stamp}") is not None
+        return self.store.get(self.table, *version_key(keys, stamp)) is not None
 
     def write_versions(self, rows: Sequence[dict]) -> None:
-        """History rows (history_entity) written apart from their index entities, by partition."""
-        by_partition: dict[str, list[dict]] = {}
-        for row in rows:
-            by_partition.setdefault(row["PartitionKey"], []).append(row)
-        for partition in by_partition.values():
-            for batch in transactions(sorted(partition, key=lambda e: e["RowKey"])):
-                self._write_versions(batch)
+        """History rows (history_entity) written apart from their index entities (the mark buffer's)."""
+        for batch in version_batches(rows):
+            self._write_versions(batch)
 
     def history(self, keys: RecordKeys) -> list[Entity]:
-        """Every version of one identity, oldest first: one range of one history partition, so the
-        cost grows with the identity's versions, never with the catalog."""
+        """Every version of one identity, oldest first: one RowKey range in each history partition,
+        read together, so the cost grows with the identity's versions, never with the catalog."""
         low, high = fingerprint_of(keys) + SEP, fingerprint_of(keys) + "!"
 
         def shard(s: int) -> list[Entity]:

@@ -172,8 +172,9 @@ class Materializer:
                     writes.append(self.write_of(entry))
                 except (EntryError, ValidationError) as e:
                     failures.setdefault(op.op_id, []).append((entry.stamp, str(e)))
-        versions = [] if history else [history_entity(w.keys, w.stamp, *w.history) for w in writes if w.history]
+        versions: list[dict] = []
         if not history:
+            versions = [history_entity(w.keys, w.stamp, *w.history) for w in writes if w.history]
             writes = [replace(w, history=None) for w in writes]
         changed = self.index.write_many(writes, pool=self.writers()) if writes else 0
         result = ApplyResult(operations=len(ops), changed=changed, versions=versions)

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from . import codec
 from .errors import ValidationError
@@ -54,6 +54,8 @@ from .settings import Schema
 from .store import TableStore
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+READ_THREADS = 16  # a read of every WAL shard (the feed, /health) or history partition at once
 TOMBSTONE = "x"  # the index entity's tombstone flag (index.TOMBSTONE)
 MAX_PAGE = 1000  # Azure returns at most 1,000 entities per query request
 COUNT_FIRST_PAGE = 100  # the first round of a count, which has no page size of its own
@@ -152,12 +154,18 @@ class _Run:
     count: int = 0
 
 
-class Reader:
-    """Runs planned reads against one index table. Owns the threads a race reads partitions on."""
+class IndexTable(Protocol):
+    store: TableStore
+    table: str
 
-    def __init__(self, store: TableStore, table: str):
-        self.store = store
-        self.table = table
+
+class Reader:
+    """Runs planned reads against one index table, through its owner's store (so a store swapped
+    on the owner is the one read). Owns the threads reads of several partitions go out on: a
+    race's partitions, /health's and the change feed's shards, a history's partitions."""
+
+    def __init__(self, owner: IndexTable):
+        self.owner = owner
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -204,11 +212,7 @@ class Reader:
         read_so_far = 0
         while True:
             live = [run for run in runs if not run.ended]
-            step = functools.partial(self._advance, plan=plan, after=after, size=size, want=want)
-            if len(live) == 1:
-                step(live[0])
-            else:
-                list(self._threads().map(step, live))
+            self.each(functools.partial(self._advance, plan=plan, after=after, size=size, want=want), live)
             for run in runs:  # key order: the same winner whatever order the filters came in
                 if run.ended or (want is not None and len(run.matches) >= want):
                     return run
@@ -216,8 +220,8 @@ class Reader:
             size = min(MAX_PAGE, max(size, read_so_far))
 
     def _advance(self, run: _Run, plan: ReadPlan, after: str | None, size: int, want: int | None) -> None:
-        entities, run.resume = self.store.query_page(
-            self.table, run.pk, page_size=size, resume=run.resume if run.started else None,
+        entities, run.resume = self.owner.store.query_page(
+            self.owner.table, run.pk, page_size=size, resume=run.resume if run.started else None,
             rk_gt=after, rk_ge=plan.low, rk_lt=plan.high, equals={TOMBSTONE: False})
         run.started = True
         run.ended = run.resume is None
@@ -229,15 +233,17 @@ class Reader:
             if want is not None and len(run.matches) < want:
                 run.matches.append((e["RowKey"], record))
 
-    def each(self, work: Callable[[int], T], items: Iterable[int]) -> list[T]:
-        """`work` on each item, on the reader's threads, results in order."""
-        return list(self._threads().map(work, items))
-
-    def _threads(self) -> ThreadPoolExecutor:
+    def each(self, work: Callable[[Item], T], items: Iterable[Item]) -> list[T]:
+        """`work` on each item, together on the reader's threads (a lone one on this thread),
+        results in order."""
+        items = list(items)
+        if len(items) <= 1:
+            return [work(item) for item in items]
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(8, thread_name_prefix="catalog-read")
-            return self._pool
+                self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="catalog-read")
+            pool = self._pool
+        return list(pool.map(work, items))
 
 
 # -- continuation tokens ------------------------------------------------------------------------

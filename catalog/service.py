@@ -80,7 +80,7 @@ class CatalogService:
         self.shard = shard
         self.marks = MarkBuffer(wal, write_versions=index.write_versions)
         self.keys = IdempotencyKeys(wal)
-        self.feed = ChangeFeed(wal, materializer.settle_window)
+        self.feed = ChangeFeed(wal, materializer.settle_window, each=index.reader.each)
         self.defer_all_marks = deferred_marks
         self._group = GroupCommit(self._append_group)
         # Buffered marks are written when this service is collected or the interpreter exits,
@@ -88,7 +88,6 @@ class CatalogService:
         weakref.finalize(self, self.marks.close)
         weakref.finalize(self, materializer.close)
         weakref.finalize(self, index.close)
-        weakref.finalize(self, self.feed.close)
 
     def flush(self) -> None:
         """Write the status marks still buffered (the library calls this on close and at exit)."""
@@ -423,19 +422,12 @@ class CatalogService:
     def history(self, identity: Mapping[str, Any], *, as_of: str | datetime | None = None) -> list[Change]:
         """Every version of one record (its index and row key values identify it), oldest first; with
         `as_of`, the one in effect then. ValidationError (400) names a missing identity field."""
-        missing = [f for f in self.schema.key_fields if f not in identity]
-        if missing:
-            raise ValidationError(f"the history of a record needs every index key and the row key: "
-                                  f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing",
-                                  field=missing[0])
-        keys = record_keys(self.schema, identity)
+        keys = record_keys(self.schema, identity)  # a missing index or row key is a 400 naming it
         try:
             moment = parse_time(as_of) if as_of is not None else None
         except ValidationError as e:
             raise ValidationError(e.detail, field="as_of") from None
-        versions = history_changes(self.index.history(keys), moment)
-        # 96-bit fingerprints do not collide in practice; the check costs nothing.
-        return [v for v in versions if isinstance(v.record, dict) and _same_identity(self.schema, v.record, keys)]
+        return history_changes(self.index.history(keys), moment)
 
     def schema_view(self) -> dict:
         return {"index_keys": list(self.schema.index_keys), "row_key": self.schema.row_key,
@@ -476,9 +468,3 @@ class CatalogService:
             "shards": shards,
         }
 
-
-def _same_identity(schema: Schema, record: dict, keys: Any) -> bool:
-    try:
-        return record_keys(schema, record).row_key == keys.row_key
-    except ValidationError:
-        return False

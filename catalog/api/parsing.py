@@ -75,17 +75,21 @@ def parse_query(params: Mapping[str, str], schema: Schema, *, kind: str = "query
     if extra:
         raise ValidationError(f"{', '.join(extra)} does not apply to a {kind}", field=extra[0])
     if kind == "query":
-        raw = params.get("limit")
-        if raw is None:
-            options["limit"] = DEFAULT_LIMIT
-        else:
-            if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-                raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT} in plain digits, got "
-                                      f"{codec.printable(raw)}", field="limit")
-            options["limit"] = int(raw)
+        options["limit"] = parse_limit(params, DEFAULT_LIMIT, MAX_LIMIT)
         options["continuation"] = params.get("continuation") or None
         options["fields"] = parse_fields(params.get("fields"))
     return {"filters": filters, **options}
+
+
+def parse_limit(params: Mapping[str, str], default: int, maximum: int) -> int:
+    """`limit=N`: a whole number from 1 to `maximum` in plain ASCII digits (an empty one too is a 400)."""
+    raw = params.get("limit")
+    if raw is None:
+        return default
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= maximum:
+        raise ValidationError(f"limit must be a whole number from 1 to {maximum} in plain digits, got "
+                              f"{codec.printable(raw)}", field="limit")
+    return int(raw)
 
 
 def parse_fields(raw: str | None) -> list[str] | None:
@@ -131,14 +135,8 @@ def parse_changes(params: Mapping[str, str]) -> dict:
     if unknown:
         raise ValidationError(f"unknown parameter {codec.printable(unknown[0])}: the change feed takes after or "
                               "since, limit and wait", field=unknown[0])
-    raw = params.get("limit")
-    limit = DEFAULT_FEED_LIMIT
-    if raw is not None:
-        if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_FEED_LIMIT:
-            raise ValidationError(f"limit must be a whole number from 1 to {MAX_FEED_LIMIT} in plain digits, got "
-                                  f"{codec.printable(raw)}", field="limit")
-        limit = int(raw)
-    return {"after": params.get("after"), "since": params.get("since"), "limit": limit, "wait": parse_wait(params)}
+    return {"after": params.get("after"), "since": params.get("since"),
+            "limit": parse_limit(params, DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT), "wait": parse_wait(params)}
 
 
 def parse_history(params: Mapping[str, str], schema: Schema) -> dict:
